@@ -1,0 +1,17 @@
+//! waf-e2e: end-to-end acceptance harness for the Calico Ingress Gateway WAF observability feature.
+//!
+//! Layout: `scenario` (the model), `rendered` (the resources under test and the PodMonitor
+//! translation), `stack` (where scenarios run: local, kind, existing cluster), `proxy` (the
+//! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
+//! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
+
+pub mod assert;
+pub mod error;
+#[cfg(feature = "reference-proxy")]
+pub mod proxy;
+pub mod rendered;
+pub mod report;
+pub mod scenario;
+pub mod stack;
+pub mod timeouts;
+pub mod wait;

@@ -1,0 +1,1 @@
+//! Reports: progress lines, the summary table, JUnit XML.

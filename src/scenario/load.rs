@@ -1,0 +1,205 @@
+//! Loading and validating scenario files: every problem is reported with file, line, column and field.
+
+use super::model::{CountExpectation, Scenario};
+use crate::error::{InputLocation, InputProblem, InvalidInput};
+use serde_saphyr::{Location, Spanned};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Loads every scenario under `paths` (files, or directories searched for `*.yaml`/`*.yml`), validating all of them.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, InvalidInput> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        match scenario_files(path) {
+            Ok(found) if found.is_empty() => problems.push(InputProblem {
+                at: whole_file(path),
+                field: String::new(),
+                message: "no scenario files (*.yaml, *.yml) found here".into(),
+            }),
+            Ok(found) => files.extend(found),
+            Err(message) => problems.push(InputProblem { at: whole_file(path), field: String::new(), message }),
+        }
+    }
+    let mut scenarios = Vec::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(s) => scenarios.push((file, s)),
+            Err(InvalidInput(mut p)) => problems.append(&mut p),
+        }
+    }
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (file, s) in &scenarios {
+        if let Some(first) = seen.insert(s.name().to_string(), file.clone()) {
+            problems.push(problem(file, &s.name.referenced, "name",
+                format!("duplicate scenario name `{}` (also in {})", s.name(), first.display())));
+        }
+    }
+    if problems.is_empty() { Ok(scenarios) } else { Err(InvalidInput(problems)) }
+}
+
+/// Loads and validates one scenario file.
+pub fn load_file(path: &Path) -> Result<Scenario, InvalidInput> {
+    let text = std::fs::read_to_string(path).map_err(|e| InvalidInput(vec![InputProblem {
+        at: whole_file(path),
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    }]))?;
+    parse(path, &text)
+}
+
+/// Parses and validates scenario text; `path` names it in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, InvalidInput> {
+    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        InvalidInput(vec![InputProblem {
+            at: located(path, &loc),
+            field: field_of_serde_message(&e.to_string()),
+            message: first_line(&e.to_string()),
+        }])
+    })?;
+    let problems = validate(path, &scenario);
+    if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }
+}
+
+fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| format!("cannot list: {e}"))? {
+        let p = entry.map_err(|e| format!("cannot list: {e}"))?.path();
+        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            found.push(p);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
+    let mut out = Vec::new();
+    let mut bad = |loc: &Location, field: &str, message: String| out.push(problem(path, loc, field, message));
+
+    if !is_dns_label(s.name()) {
+        bad(&s.name.referenced, "name", "must be a DNS label: lowercase letters, digits and `-`, at most 40 characters".into());
+    }
+    if !is_dns_label(&s.policy.name.value) {
+        bad(&s.policy.name.referenced, "policy.name", "must be a DNS label: lowercase letters, digits and `-`, at most 40 characters".into());
+    }
+    let directives_empty = s.policy.rules.directives.as_ref().is_none_or(|d| d.value.trim().is_empty());
+    if !s.policy.rules.crs && directives_empty {
+        bad(&s.policy.name.referenced, "policy.rules", "loads no rules: set `crs: true` or give `directives`".into());
+    }
+    if s.traffic.value.is_empty() {
+        bad(&s.traffic.referenced, "traffic", "is empty: a scenario sends at least one request".into());
+    }
+    let mut request_names = HashSet::new();
+    for (i, r) in s.traffic.value.iter().enumerate() {
+        if !request_names.insert(r.name.value.clone()) {
+            bad(&r.name.referenced, &format!("traffic[{i}].name"), format!("duplicate request name `{}`", r.name.value));
+        }
+        if r.repeat.value == 0 {
+            bad(&r.repeat.referenced, &format!("traffic[{i}].repeat"), "must be at least 1".into());
+        }
+        if !r.path.value.starts_with('/') {
+            bad(&r.path.referenced, &format!("traffic[{i}].path"), "must start with `/`".into());
+        }
+        if !(100..=599).contains(&r.expect_status.value) {
+            bad(&r.expect_status.referenced, &format!("traffic[{i}].expect_status"), "must be an HTTP status (100-599)".into());
+        }
+        if r.method.is_empty() || !r.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            bad(&r.name.referenced, &format!("traffic[{i}].method"), format!("`{}` is not an upper-case HTTP method", r.method));
+        }
+    }
+    for (i, d) in s.expect.decisions.iter().enumerate() {
+        let field = format!("expect.decisions[{i}]");
+        if let Some(msg) = count_problem(d.increase.as_ref(), d.at_least.as_ref()) {
+            bad(&s.traffic.referenced, &field, msg);
+        }
+        for key in d.labels.keys() {
+            if !is_label_name(key) {
+                bad(&s.traffic.referenced, &format!("{field}.labels.{key}"), "is not a Prometheus label name".into());
+            }
+            if key == "decision" {
+                bad(&s.traffic.referenced, &format!("{field}.labels.decision"), "set `decision:` beside `labels`, not inside it".into());
+            }
+        }
+    }
+    if s.expect.no_decisions && !s.expect.decisions.is_empty() {
+        bad(&s.traffic.referenced, "expect.no_decisions", "contradicts the listed `expect.decisions`".into());
+    }
+    if let Some(CountExpectation { increase, at_least }) = &s.expect.transactions {
+        if let Some(msg) = count_problem(increase.as_ref(), at_least.as_ref()) {
+            bad(&s.traffic.referenced, "expect.transactions", msg);
+        }
+        if increase.is_some() && !s.exclusive {
+            let loc = increase.as_ref().map(|i| i.referenced).unwrap_or(Location::UNKNOWN);
+            bad(&loc, "expect.transactions.increase",
+                "transactions are gateway-wide: an exact increase needs `exclusive: true` (or use `at_least`)".into());
+        }
+    }
+    let mut audited = HashSet::new();
+    for (i, a) in s.expect.audit.iter().enumerate() {
+        if !request_names.contains(&a.request.value) {
+            bad(&a.request.referenced, &format!("expect.audit[{i}].request"), format!("names no request in `traffic`: `{}`", a.request.value));
+        }
+        if !audited.insert(a.request.value.clone()) {
+            bad(&a.request.referenced, &format!("expect.audit[{i}].request"), format!("`{}` is listed twice", a.request.value));
+        }
+        if a.rule_ids.is_empty() {
+            bad(&a.request.referenced, &format!("expect.audit[{i}].rule_ids"), "is empty: name the rule ids the record must carry".into());
+        }
+    }
+    out
+}
+
+fn count_problem(increase: Option<&Spanned<u64>>, at_least: Option<&Spanned<u64>>) -> Option<String> {
+    match (increase, at_least) {
+        (Some(_), Some(_)) => Some("give either `increase` or `at_least`, not both".into()),
+        (None, None) => Some("needs `increase: N` (exact) or `at_least: N`".into()),
+        _ => None,
+    }
+}
+
+/// A Kubernetes-style DNS label, short enough to prefix with a run id.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn problem(path: &Path, loc: &Location, field: &str, message: String) -> InputProblem {
+    InputProblem { at: located(path, loc), field: field.to_string(), message }
+}
+
+fn located(path: &Path, loc: &Location) -> InputLocation {
+    InputLocation { file: path.to_path_buf(), line: loc.line(), column: loc.column() }
+}
+
+fn whole_file(path: &Path) -> InputLocation {
+    InputLocation { file: path.to_path_buf(), line: 0, column: 0 }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+/// serde names the offending field in its message (`unknown field `x``, `missing field `y``); lift it out.
+fn field_of_serde_message(msg: &str) -> String {
+    for marker in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(rest) = msg.split(marker).nth(1) {
+            return rest.split('`').next().unwrap_or_default().to_string();
+        }
+    }
+    String::new()
+}

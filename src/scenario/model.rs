@@ -1,0 +1,257 @@
+//! The scenario file format (design, section 3): a WAF policy, its traffic, and what must be observed.
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// One scenario file: a policy, the traffic sent through it, and the expectations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Unique name; also the base of the route host and, on a cluster, the namespace.
+    pub name: Spanned<String>,
+    /// What the scenario proves, for people reading reports.
+    #[serde(default)]
+    pub description: String,
+    /// Runs alone: set when it asserts gateway-wide series (transactions) exactly.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Capabilities the stack's profile must have, beyond those the expectations imply.
+    #[serde(default)]
+    pub requires: Vec<Capability>,
+    /// The WAF policy attached to this scenario's route.
+    pub policy: Policy,
+    /// Requests sent in order, each `repeat` times.
+    pub traffic: Spanned<Vec<Request>>,
+    /// What the metrics and audit log must show afterwards.
+    pub expect: Expectations,
+}
+
+/// A capability a stack profile may lack (e.g. the public coraza-proxy-wasm has no would_block counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// The filter counts DetectionOnly decisions as `would_block`.
+    WouldBlockCounter,
+    /// The filter interrupts requests (engine On).
+    Blocking,
+    /// The filter writes `AuditLog:` records for every decision.
+    AuditLog,
+}
+
+/// The WAF policy: name, engine mode, rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Policy name as written in the cluster (dashes allowed; the metric label sanitises them).
+    pub name: Spanned<String>,
+    /// `On` blocks; `DetectionOnly` only counts would_block.
+    pub mode: Mode,
+    /// Which rules the engine loads.
+    pub rules: RuleSet,
+}
+
+/// The WAF engine mode (SecRuleEngine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Mode {
+    /// Interrupt matching requests.
+    On,
+    /// Evaluate and log, never interrupt.
+    DetectionOnly,
+}
+
+impl Mode {
+    /// The decision this mode produces when the rules match.
+    pub fn decision(self) -> Decision {
+        match self {
+            Mode::On => Decision::Blocked,
+            Mode::DetectionOnly => Decision::WouldBlock,
+        }
+    }
+
+    /// The SecRuleEngine value.
+    pub fn as_seclang(self) -> &'static str {
+        match self {
+            Mode::On => "On",
+            Mode::DetectionOnly => "DetectionOnly",
+        }
+    }
+}
+
+/// The rules a policy loads: the OWASP CRS and/or inline SecLang directives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSet {
+    /// Load the OWASP Core Rule Set (anomaly scoring; 949110 interrupts).
+    #[serde(default)]
+    pub crs: bool,
+    /// SecLang directives loaded after the CRS.
+    #[serde(default)]
+    pub directives: Option<Spanned<String>>,
+}
+
+/// A request template, sent `repeat` times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Name used by audit expectations and reports.
+    pub name: Spanned<String>,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path and query, sent as written (percent-encode what must be encoded).
+    pub path: Spanned<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body, sent as is.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// How many times to send it.
+    #[serde(default = "default_repeat")]
+    pub repeat: Spanned<u32>,
+    /// The status every send must get back.
+    pub expect_status: Spanned<u16>,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+fn default_repeat() -> Spanned<u32> {
+    Spanned::new(1, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+/// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Engine On interrupted the request.
+    Blocked,
+    /// DetectionOnly would have interrupted it.
+    WouldBlock,
+}
+
+impl Decision {
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Decision::Blocked => "blocked",
+            Decision::WouldBlock => "would_block",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_label())
+    }
+}
+
+/// Everything that must be observed after the traffic.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Decision series that must increase.
+    #[serde(default)]
+    pub decisions: Vec<DecisionExpectation>,
+    /// When true, no decision series for this policy may exist or move.
+    #[serde(default)]
+    pub no_decisions: bool,
+    /// The gateway-wide transactions counter increase.
+    #[serde(default)]
+    pub transactions: Option<CountExpectation>,
+    /// Requests that must have an audit record; every other request must have none.
+    #[serde(default)]
+    pub audit: Vec<AuditExpectation>,
+}
+
+/// One `tigera_waf_decisions_total` series and its expected increase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionExpectation {
+    /// The `decision` label.
+    pub decision: Decision,
+    /// Labels the series must carry exactly; `namespace` and `gateway` default to the stack's.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Exact increase.
+    #[serde(default)]
+    pub increase: Option<Spanned<u64>>,
+    /// Minimum increase.
+    #[serde(default)]
+    pub at_least: Option<Spanned<u64>>,
+}
+
+/// A counter increase: exact, or a floor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountExpectation {
+    /// Exact increase (only trustworthy in exclusive scenarios for gateway-wide series).
+    #[serde(default)]
+    pub increase: Option<Spanned<u64>>,
+    /// Minimum increase.
+    #[serde(default)]
+    pub at_least: Option<Spanned<u64>>,
+}
+
+/// The audit records one request (every repeat of it) must produce.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExpectation {
+    /// The request's name in `traffic`.
+    pub request: Spanned<String>,
+    /// Blocked (interrupted) or would_block (DetectionOnly).
+    pub decision: Decision,
+    /// Rule ids that must appear among the record's messages.
+    pub rule_ids: Vec<u64>,
+}
+
+/// A checked increase: exactly N, or at least N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Increase {
+    /// Equal to baseline + N on two consecutive scrapes.
+    Exactly(u64),
+    /// At least baseline + N.
+    AtLeast(u64),
+}
+
+impl std::fmt::Display for Increase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Increase::Exactly(n) => write!(f, "exactly +{n}"),
+            Increase::AtLeast(n) => write!(f, "at least +{n}"),
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario's name.
+    pub fn name(&self) -> &str {
+        &self.name.value
+    }
+
+    /// Capabilities needed: those declared plus those the expectations imply.
+    pub fn needs(&self) -> Vec<Capability> {
+        let mut needs = self.requires.clone();
+        let decisions = self.expect.decisions.iter().map(|d| d.decision);
+        let audited = self.expect.audit.iter().map(|a| a.decision);
+        for decision in decisions.chain(audited) {
+            needs.push(match decision {
+                Decision::Blocked => Capability::Blocking,
+                Decision::WouldBlock => Capability::WouldBlockCounter,
+            });
+        }
+        if !self.expect.audit.is_empty() {
+            needs.push(Capability::AuditLog);
+        }
+        needs.sort();
+        needs.dedup();
+        needs
+    }
+
+    /// Total requests the traffic sends.
+    pub fn request_count(&self) -> u64 {
+        self.traffic.value.iter().map(|r| u64::from(r.repeat.value)).sum()
+    }
+}

@@ -1,0 +1,1 @@
+//! The local stack: real Prometheus and the reference proxy on loopback.

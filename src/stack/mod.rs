@@ -1,0 +1,72 @@
+//! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
+
+pub mod local;
+
+use crate::scenario::{Capability, Scenario};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What the runner talks to on any stack.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Base URL for gateway traffic (`http://127.0.0.1:PORT`); requests carry the route's Host header.
+    pub gateway_url: String,
+    /// Prometheus HTTP API base URL.
+    pub prometheus_url: String,
+    /// The scrape pool the PodMonitor became (`podMonitor/<ns>/<name>/0`), for the `up` check.
+    pub scrape_pool: String,
+}
+
+/// Where one scenario's objects live on the stack.
+#[derive(Debug, Clone)]
+pub struct ScenarioEnv {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Namespace of the WAF policy (the `namespace` label's source).
+    pub namespace: String,
+    /// The policy name as applied (dashes intact).
+    pub policy: String,
+    /// Name of the Gateway whose proxy serves the route.
+    pub gateway: String,
+    /// Namespace of that Gateway.
+    pub gateway_namespace: String,
+    /// Hostname the scenario's route matches.
+    pub host: String,
+}
+
+/// A position in the audit log sources, taken before traffic so only newer records are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditCursor(pub BTreeMap<String, u64>);
+
+/// Audit log lines read after a cursor, per source (file or pod).
+#[derive(Debug, Clone, Default)]
+pub struct AuditLines {
+    /// Every complete line written after the cursor, in order, tagged with its source.
+    pub lines: Vec<(String, String)>,
+}
+
+/// A place to run scenarios: the local stand-in stack, or a Kubernetes cluster.
+#[async_trait::async_trait]
+pub trait Stack: Send + Sync {
+    /// Short name for reports (`local`, `kind`, `cluster`).
+    fn name(&self) -> &str;
+    /// Endpoints for traffic, Prometheus and the scrape pool.
+    fn endpoints(&self) -> &Endpoints;
+    /// What this stack's WAF filter can do; scenarios needing more are skipped with the reason.
+    fn capabilities(&self) -> &[Capability];
+    /// Installs the scenario's policy, route and backend; returns where they live.
+    async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv>;
+    /// Removes what `install_scenario` created.
+    async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()>;
+    /// The current end of every audit source.
+    async fn audit_cursor(&self) -> Result<AuditCursor>;
+    /// Complete audit-log lines written after `cursor`.
+    async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines>;
+    /// The proxies' raw `/stats/prometheus` text, for diagnostics.
+    async fn raw_stats(&self) -> Result<String>;
+    /// Writes a diagnostics bundle for a failed scenario into `dir`.
+    async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()>;
+    /// Stops everything the stack started.
+    async fn shutdown(&self) -> Result<()>;
+}
