@@ -6,11 +6,13 @@
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
 
 pub mod assert;
+pub mod contract;
 pub mod error;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
 pub mod rendered;
 pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod stack;
 pub mod timeouts;

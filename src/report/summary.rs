@@ -1,0 +1,62 @@
+//! The summary table printed after a run, and the run's overall verdict.
+
+use crate::error::HarnessError;
+use crate::runner::{Outcome, Verdict};
+use std::fmt::Write;
+
+/// A table of every scenario: verdict, time, where the time went, and failures in full below it.
+pub fn summary_table(outcomes: &[Outcome]) -> String {
+    let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(8).max(8);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}", "scenario", "result", "total", "install", "baseline", "traffic", "settle", "confirm");
+    for o in outcomes {
+        let t = &o.timings;
+        let result = match o.verdict {
+            Verdict::Passed => "pass",
+            Verdict::Failed(_) => "FAIL",
+            Verdict::Skipped(_) => "skip",
+            Verdict::Broken(_) => "ERROR",
+        };
+        let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
+        let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}",
+            o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm));
+    }
+    let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
+    let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors",
+        count(|v| matches!(v, Verdict::Passed)), count(|v| matches!(v, Verdict::Failed(_))),
+        count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))));
+    for o in outcomes {
+        match &o.verdict {
+            Verdict::Failed(failures) => {
+                let _ = writeln!(out, "\n--- {} FAILED ---", o.name);
+                for f in failures {
+                    let _ = writeln!(out, "  * {}", f.trim_end().replace('\n', "\n    "));
+                }
+            }
+            Verdict::Broken(why) => {
+                let _ = writeln!(out, "\n--- {} ERROR (infrastructure) ---\n  {why}", o.name);
+            }
+            Verdict::Skipped(why) => {
+                let _ = writeln!(out, "\n--- {} skipped: {why}", o.name);
+            }
+            Verdict::Passed => {}
+        }
+        if let Some(dir) = &o.diagnostics {
+            let _ = writeln!(out, "  diagnostics: {}", dir.display());
+        }
+    }
+    out
+}
+
+/// The run's verdict: an infrastructure failure (exit 3) outranks scenario failures (exit 1).
+pub fn exit_verdict(outcomes: &[Outcome]) -> Result<(), HarnessError> {
+    if let Some(o) = outcomes.iter().find(|o| matches!(o.verdict, Verdict::Broken(_))) {
+        let Verdict::Broken(why) = &o.verdict else { unreachable!() };
+        return Err(HarnessError::Infrastructure(anyhow::anyhow!("scenario {}: {why}", o.name)));
+    }
+    let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count();
+    if failed > 0 {
+        return Err(HarnessError::ScenariosFailed(failed));
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The runner: scenarios on a stack, concurrently where they are isolated, with a verdict each.
+
+pub mod scenario;
+pub mod traffic;
+
+use crate::report::Progress;
+use crate::scenario::Scenario;
+use crate::stack::Stack;
+use crate::timeouts::Timeouts;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use scenario::Timings;
+
+/// How a scenario ended.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Every expectation held.
+    Passed,
+    /// At least one expectation failed; each message says expected vs observed.
+    Failed(Vec<String>),
+    /// Not run on this stack, with the reason (e.g. a capability its profile lacks).
+    Skipped(String),
+    /// The infrastructure failed under it; its verdict cannot be trusted.
+    Broken(String),
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub name: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Wall time of the whole scenario.
+    pub duration: Duration,
+    /// Where the time went.
+    pub timings: Timings,
+    /// The diagnostics bundle, when one was written.
+    pub diagnostics: Option<PathBuf>,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Unique id of this run, prefixed to every correlation id.
+    pub run_id: String,
+    /// How many isolated scenarios run at once.
+    pub jobs: usize,
+    /// Every deadline.
+    pub timeouts: Timeouts,
+    /// Where failed scenarios' diagnostics bundles go (one directory each).
+    pub diagnostics_dir: Option<PathBuf>,
+}
+
+/// Runs every scenario: isolated ones `jobs` at a time, exclusive ones alone afterwards.
+///
+/// After an infrastructure failure nothing new starts: the rest are reported as not run.
+pub async fn run_all(stack: &dyn Stack, scenarios: &[Scenario], opts: &RunOptions, progress: &Progress) -> Vec<Outcome> {
+    let (exclusive, shared): (Vec<&Scenario>, Vec<&Scenario>) = scenarios.iter().partition(|s| s.exclusive);
+    let mut outcomes = Vec::new();
+    let mut broken = false;
+    {
+        let mut stream = futures::stream::iter(shared.iter().copied())
+            .map(|s| run_one(stack, s, opts, progress))
+            .buffer_unordered(opts.jobs.max(1));
+        while let Some(outcome) = stream.next().await {
+            broken |= matches!(outcome.verdict, Verdict::Broken(_));
+            outcomes.push(outcome);
+            if broken {
+                break;
+            }
+        }
+    }
+    for s in exclusive {
+        if broken {
+            break;
+        }
+        let outcome = run_one(stack, s, opts, progress).await;
+        broken |= matches!(outcome.verdict, Verdict::Broken(_));
+        outcomes.push(outcome);
+    }
+    for s in scenarios {
+        if !outcomes.iter().any(|o| o.name == s.name()) {
+            outcomes.push(Outcome {
+                name: s.name().to_string(),
+                verdict: Verdict::Broken("not run: the infrastructure failed in an earlier scenario".into()),
+                duration: Duration::ZERO,
+                timings: Timings::default(),
+                diagnostics: None,
+            });
+        }
+    }
+    let order = |name: &str| scenarios.iter().position(|s| s.name() == name);
+    outcomes.sort_by_key(|o| order(&o.name));
+    outcomes
+}
+
+/// Runs one scenario to a verdict, within its deadline, and cleans up after it.
+pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, progress: &Progress) -> Outcome {
+    let started = Instant::now();
+    let name = scenario.name().to_string();
+    let missing: Vec<String> = scenario.needs().into_iter().filter(|c| !stack.capabilities().contains(c)).map(|c| format!("{c:?}")).collect();
+    if !missing.is_empty() {
+        let reason = format!("the {} stack lacks {}", stack.name(), missing.join(", "));
+        let outcome = Outcome { name, verdict: Verdict::Skipped(reason), duration: started.elapsed(), timings: Timings::default(), diagnostics: None };
+        progress.finished(&outcome);
+        return outcome;
+    }
+    progress.started(&name);
+    let install_started = Instant::now();
+    let deadline = opts.timeouts.scenario;
+    let env = match tokio::time::timeout(deadline, stack.install_scenario(scenario)).await {
+        Ok(Ok(env)) => env,
+        Ok(Err(e)) => return finish(progress, name, Verdict::Broken(format!("install: {e:#}")), started, Timings::default(), None),
+        Err(_) => return finish(progress, name, Verdict::Broken(format!("install did not finish within {deadline:?}")), started, Timings::default(), None),
+    };
+    let install = install_started.elapsed();
+    let observed = tokio::time::timeout(deadline.saturating_sub(install), scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone())).await;
+    let (mut verdict, mut timings) = match observed {
+        Ok(Ok(obs)) if obs.failures.is_empty() => (Verdict::Passed, obs.timings),
+        Ok(Ok(obs)) => (Verdict::Failed(obs.failures), obs.timings),
+        Ok(Err(e)) => (Verdict::Broken(format!("{e:#}")), Timings::default()),
+        Err(_) => (Verdict::Broken(format!("scenario did not finish within its deadline of {deadline:?}")), Timings::default()),
+    };
+    timings.install = install;
+    let mut diagnostics = None;
+    if !matches!(verdict, Verdict::Passed) {
+        if let Some(dir) = &opts.diagnostics_dir {
+            let dir = dir.join(&name);
+            match write_diagnostics(stack, &env, &dir, &verdict).await {
+                Ok(()) => diagnostics = Some(dir),
+                Err(e) => progress.note(&format!("{name}: diagnostics bundle could not be written: {e:#}")),
+            }
+        }
+    }
+    if let Err(e) = stack.remove_scenario(&env).await {
+        let msg = format!("remove scenario objects: {e:#}");
+        verdict = match verdict {
+            Verdict::Passed => Verdict::Broken(msg),
+            Verdict::Failed(mut f) => { f.push(msg); Verdict::Failed(f) }
+            other => other,
+        };
+    }
+    finish(progress, name, verdict, started, timings, diagnostics)
+}
+
+fn finish(progress: &Progress, name: String, verdict: Verdict, started: Instant, timings: Timings, diagnostics: Option<PathBuf>) -> Outcome {
+    let outcome = Outcome { name, verdict, duration: started.elapsed(), timings, diagnostics };
+    progress.finished(&outcome);
+    outcome
+}
+
+async fn write_diagnostics(stack: &dyn Stack, env: &crate::stack::ScenarioEnv, dir: &std::path::Path, verdict: &Verdict) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tokio::fs::create_dir_all(dir).await.with_context(|| format!("create {}", dir.display()))?;
+    let text = match verdict {
+        Verdict::Failed(f) => f.join("\n\n"),
+        Verdict::Broken(b) => b.clone(),
+        _ => String::new(),
+    };
+    tokio::fs::write(dir.join("verdict.txt"), text).await.context("write verdict.txt")?;
+    stack.diagnostics(env, dir).await
+}

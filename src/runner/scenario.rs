@@ -1,0 +1,205 @@
+//! Running one scenario on a stack: install, baseline, traffic, two scrapes, audit, verdict.
+
+use super::traffic;
+use crate::assert::audit::{self, ObservedRecord};
+use crate::assert::counters::{self, CounterExpectation, Snapshot};
+use crate::assert::prom::{quote, PromClient};
+use crate::assert::scrape::{self, ScrapeRound, ScrapeTargets};
+use crate::contract::{sanitize, DECISIONS, TRANSACTIONS, WAF_SERIES_REGEX};
+use crate::scenario::{Increase, Scenario};
+use crate::stack::{AuditLines, ScenarioEnv, Stack};
+use crate::timeouts::Timeouts;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Where the time of one scenario went.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Installing policy, route and backend.
+    pub install: Duration,
+    /// Waiting for the target and the baseline scrape.
+    pub baseline: Duration,
+    /// Sending the traffic.
+    pub traffic: Duration,
+    /// From the last response to the first scrape after it (the settle latency).
+    pub settle: Duration,
+    /// The confirming scrape.
+    pub confirm: Duration,
+}
+
+/// What one scenario observed, before the verdict is drawn.
+pub struct Observation {
+    /// The stack-side placement.
+    pub env: ScenarioEnv,
+    /// Failures found, each a self-contained message.
+    pub failures: Vec<String>,
+    /// Phase timings.
+    pub timings: Timings,
+}
+
+/// Runs `scenario` on `stack`: infrastructure problems are `Err`, expectation failures are in the observation.
+pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeouts: &Timeouts, env: ScenarioEnv) -> Result<Observation> {
+    let endpoints = stack.endpoints();
+    let prom = PromClient::new(&endpoints.prometheus_url)?;
+    let mut timings = Timings::default();
+
+    let started = Instant::now();
+    let targets = scrape::target_up(&prom, &endpoints.scrape_pool, timeouts.target_up).await?;
+    let before = prom.server_time().await?;
+    let baseline_round = scrape::round_after(&prom, &targets, before, timeouts.next_scrape).await.context("baseline scrape")?;
+    let baseline = snapshot(&prom, &targets, baseline_round).await?;
+    let cursor = stack.audit_cursor().await.context("read audit log position before traffic")?;
+    timings.baseline = started.elapsed();
+
+    let started = Instant::now();
+    let sent = traffic::drive(&endpoints.gateway_url, scenario, &env, run_id, timeouts.request).await?;
+    let traffic_done = Instant::now();
+    timings.traffic = traffic_done - started;
+
+    let after = prom.server_time().await?;
+    let first = scrape::round_after(&prom, &targets, after, timeouts.next_scrape).await.context("first scrape after the traffic")?;
+    let first_snapshot = snapshot(&prom, &targets, first).await?;
+    timings.settle = traffic_done.elapsed();
+    let started = Instant::now();
+    let second = scrape::round_after(&prom, &targets, first.at, timeouts.next_scrape).await.context("confirming scrape")?;
+    let second_snapshot = snapshot(&prom, &targets, second).await?;
+    timings.confirm = started.elapsed();
+    let lines = stack.audit_lines_since(&cursor).await.context("read audit log after traffic")?;
+
+    let mut failures = sent.status_failures.clone();
+    let rounds = [first_snapshot, second_snapshot];
+    let expectations = counter_expectations(scenario, &env);
+    for e in &expectations {
+        if let Err(msg) = counters::check(e, &baseline, &rounds) {
+            failures.push(msg);
+        }
+    }
+    failures.extend(unexpected_decisions(scenario, &env, &expectations, &baseline, &rounds[1]));
+    let (records, broken) = audit_records(&lines, &sent.sent);
+    failures.extend(broken);
+    failures.extend(audit::check(&scenario.expect.audit, &sent.sent, &records));
+
+    if !failures.is_empty() {
+        failures.push(observed_context(stack, &rounds[1], &records).await);
+    }
+    Ok(Observation { env, failures, timings })
+}
+
+async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
+    let query = format!("{{__name__=~{},job={}}}", quote(WAF_SERIES_REGEX), quote(&targets.job));
+    let series = prom.instant(&query, Some(round.at)).await.with_context(|| format!("query {query}"))?;
+    Ok(Snapshot { at: round.at, series })
+}
+
+/// The scenario's counter expectations, with `policy`, `namespace` and `gateway` defaulted from the stack.
+pub fn counter_expectations(scenario: &Scenario, env: &ScenarioEnv) -> Vec<CounterExpectation> {
+    let mut out = Vec::new();
+    for (i, d) in scenario.expect.decisions.iter().enumerate() {
+        let mut labels = d.labels.clone();
+        labels.insert("decision".into(), d.decision.as_label().into());
+        labels.entry("policy".into()).or_insert_with(|| sanitize(&env.policy));
+        labels.entry("namespace".into()).or_insert_with(|| sanitize(&env.namespace));
+        labels.entry("gateway".into()).or_insert_with(|| env.gateway.clone());
+        out.push(CounterExpectation {
+            what: format!("decision series #{}", i + 1),
+            metric: DECISIONS.into(),
+            labels,
+            increase: increase_of(d.increase.as_ref(), d.at_least.as_ref()),
+        });
+    }
+    if let Some(t) = &scenario.expect.transactions {
+        out.push(CounterExpectation {
+            what: "transactions series".into(),
+            metric: TRANSACTIONS.into(),
+            labels: BTreeMap::from([("gateway".to_string(), env.gateway.clone())]),
+            increase: increase_of(t.increase.as_ref(), t.at_least.as_ref()),
+        });
+    }
+    out
+}
+
+fn increase_of(exact: Option<&serde_saphyr::Spanned<u64>>, at_least: Option<&serde_saphyr::Spanned<u64>>) -> Increase {
+    match (exact, at_least) {
+        (Some(n), _) => Increase::Exactly(n.value),
+        (None, Some(n)) => Increase::AtLeast(n.value),
+        // The loader rejects a count with neither; keep the strictest reading if one slips through.
+        (None, None) => Increase::Exactly(0),
+    }
+}
+
+/// Decision series of this scenario's policy that no expectation accounts for and that moved (or appeared).
+fn unexpected_decisions(scenario: &Scenario, env: &ScenarioEnv, expectations: &[CounterExpectation], baseline: &Snapshot, last: &Snapshot) -> Vec<String> {
+    let scope = BTreeMap::from([
+        ("policy".to_string(), sanitize(&env.policy)),
+        ("namespace".to_string(), sanitize(&env.namespace)),
+    ]);
+    let decision_expectations: Vec<&CounterExpectation> = expectations.iter().filter(|e| e.metric == DECISIONS).collect();
+    let mut out = Vec::new();
+    for s in last.matching(DECISIONS, &scope) {
+        let accounted = decision_expectations.iter().any(|e| e.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)));
+        let before = baseline.series.iter().find(|b| b.labels == s.labels).map_or(0.0, |b| b.value);
+        if !accounted && s.value != before {
+            let why = if scenario.expect.no_decisions { "the scenario expects no decision series" } else { "no expectation names it" };
+            out.push(format!(
+                "unexpected decision series {} rose from {before} to {} ({why})",
+                counters::format_series(s.name(), &s.labels), s.value
+            ));
+        }
+    }
+    out
+}
+
+/// Parses the audit lines that belong to this scenario's requests; broken ones become failures.
+fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest]) -> (Vec<ObservedRecord>, Vec<String>) {
+    let ids: std::collections::HashSet<&str> = sent.iter().map(|s| s.correlation_id.as_str()).collect();
+    let mut records = Vec::new();
+    let mut broken = Vec::new();
+    for (source, line) in &lines.lines {
+        match crate::audit::parse_line(line) {
+            None => {}
+            Some(Ok(parsed)) => {
+                let id = parsed.record.request_header(crate::contract::CORRELATION_HEADER).map(str::to_string);
+                if id.as_deref().is_some_and(|id| ids.contains(id)) {
+                    records.push(ObservedRecord {
+                        source: source.clone(),
+                        correlation_id: id,
+                        vm: parsed.vm.clone(),
+                        decision: parsed.record.decision(),
+                        rule_ids: parsed.record.rule_ids(),
+                        uri: parsed.record.transaction.request.uri.clone(),
+                    });
+                }
+            }
+            Some(Err(e)) if ids.iter().any(|id| line.contains(id)) => {
+                broken.push(format!("[{source}] audit line of this scenario does not parse: {e}: {}", line.chars().take(300).collect::<String>()));
+            }
+            Some(Err(_)) => {}
+        }
+    }
+    (records, broken)
+}
+
+/// What a person needs beside the failures: every WAF series, the proxy's raw counters, the audit records.
+async fn observed_context(stack: &dyn Stack, last: &Snapshot, records: &[ObservedRecord]) -> String {
+    let mut out = format!("observed tigera_waf_* series at t={:.3}:\n{}", last.at, counters::list(last));
+    match stack.raw_stats().await {
+        Ok(raw) => {
+            let waf: Vec<&str> = raw.lines().filter(|l| l.starts_with(crate::contract::RAW_PREFIX)).collect();
+            out.push_str("raw WAF counters the proxy exposes (/stats/prometheus):\n");
+            if waf.is_empty() {
+                out.push_str("    (none)\n");
+            }
+            for l in waf {
+                out.push_str(&format!("    {l}\n"));
+            }
+        }
+        Err(e) => out.push_str(&format!("raw counters could not be read: {e:#}\n")),
+    }
+    out.push_str(&format!("audit records of this scenario's requests: {}\n", records.len()));
+    for r in records {
+        let decision = r.decision.map_or("none".to_string(), |d| d.to_string());
+        out.push_str(&format!("    {} decision={decision} rule_ids={:?} uri={}\n", r.correlation_id.as_deref().unwrap_or("?"), r.rule_ids, r.uri));
+    }
+    out
+}
