@@ -70,3 +70,63 @@ pub trait Stack: Send + Sync {
     /// Stops everything the stack started.
     async fn shutdown(&self) -> Result<()>;
 }
+
+/// Which stack `run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StackKind {
+    /// A new kind cluster with Calico, Envoy Gateway and Prometheus.
+    Kind,
+    /// An existing cluster from `--kubeconfig`/`--context`.
+    Cluster,
+    /// Real Prometheus and the reference proxy (a stand-in for Envoy + WAF) on loopback.
+    Local,
+}
+
+impl std::fmt::Display for StackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StackKind::Kind => "kind",
+            StackKind::Cluster => "cluster",
+            StackKind::Local => "local",
+        })
+    }
+}
+
+/// Everything a stack needs to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Which stack.
+    pub kind: StackKind,
+    /// The rendered resources under test.
+    pub rendered: std::path::PathBuf,
+    /// Prometheus scrape interval (local stack).
+    pub scrape_interval: std::time::Duration,
+    /// Every deadline.
+    pub timeouts: crate::timeouts::Timeouts,
+    /// Unique id of this run.
+    pub run_id: String,
+    /// Leave the cluster after the run.
+    pub keep: bool,
+    /// Reuse a kept kind cluster.
+    pub reuse: Option<String>,
+    /// kind profile name.
+    pub profile: String,
+    /// Existing cluster's kubeconfig.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Context in that kubeconfig.
+    pub context: Option<String>,
+    /// Skip installing the stack on the cluster.
+    pub no_install: bool,
+}
+
+/// Starts the stack `opts.kind` names.
+pub async fn start(opts: &StackOptions, scenarios: &[Scenario]) -> Result<Box<dyn Stack>> {
+    let _ = scenarios;
+    match opts.kind {
+        #[cfg(feature = "reference-proxy")]
+        StackKind::Local => Ok(Box::new(local::LocalStack::start(&local::LocalOptions::from_stack_options(opts)).await?)),
+        #[cfg(not(feature = "reference-proxy"))]
+        StackKind::Local => Err(crate::error::HarnessError::Usage("the local stack needs the `reference-proxy` feature (build without --no-default-features)".into()).into()),
+        StackKind::Kind | StackKind::Cluster => anyhow::bail!("the {} stack is not wired into this build yet", opts.kind),
+    }
+}

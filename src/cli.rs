@@ -1,0 +1,175 @@
+//! The command line: `run`, `validate`, `scrape-config`, `plan`, `doctor`, with exit codes from [`HarnessError`].
+
+use crate::error::HarnessError;
+use crate::report::{self, Progress};
+use crate::runner::{self, RunOptions};
+use crate::scenario::{self, Scenario};
+use crate::stack::{self, StackKind, StackOptions};
+use crate::timeouts::Timeouts;
+use clap::{Parser, Subcommand};
+use globset::Glob;
+use std::path::PathBuf;
+
+/// waf-e2e: end-to-end acceptance tests for the Ingress Gateway WAF observability feature.
+#[derive(Debug, Parser)]
+#[command(name = "waf-e2e", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios on a stack and assert their series and audit records.
+    Run(RunArgs),
+    /// Validate scenario files (default: scenarios/) and report every problem with file, line and column.
+    Validate {
+        /// Scenario files or directories.
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Options of `waf-e2e run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where to run: `kind` (a new kind cluster), `cluster` (an existing one) or `local` (Prometheus + the reference proxy on loopback).
+    #[arg(long, value_enum, default_value_t = StackKind::Kind)]
+    pub stack: StackKind,
+    /// Only scenarios whose name matches this glob (repeatable).
+    #[arg(long = "scenario")]
+    pub scenario: Vec<String>,
+    /// Directory (or files) holding the scenarios.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: Vec<PathBuf>,
+    /// The rendered resources under test (PodMonitor, GlobalNetworkPolicy, EnvoyProxy).
+    #[arg(long, default_value = "fixtures/rendered")]
+    pub rendered: PathBuf,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a diagnostics bundle per failed scenario under this directory.
+    #[arg(long, default_value = "waf-e2e-diagnostics")]
+    pub diagnostics_dir: PathBuf,
+    /// How many isolated scenarios run at once (exclusive ones always run alone).
+    #[arg(long, default_value_t = default_jobs())]
+    pub jobs: usize,
+    /// Prometheus scrape interval on the local stack, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub scrape_interval_ms: u64,
+    /// Keep the cluster (and namespaces) after the run, for debugging.
+    #[arg(long)]
+    pub keep: bool,
+    /// Reuse a kept kind cluster by name instead of creating one.
+    #[arg(long)]
+    pub reuse: Option<String>,
+    /// kind stack profile: `oss` (public coraza-proxy-wasm) or `tigera` (Calico Enterprise).
+    #[arg(long, default_value = "oss")]
+    pub profile: String,
+    /// Kubeconfig of an existing cluster (implies `--stack cluster`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Do not install the stack; the cluster already has it.
+    #[arg(long)]
+    pub no_install: bool,
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).min(8)
+}
+
+/// Parses the command line and runs it; the result maps to the exit code.
+pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
+    match cli.command {
+        Command::Validate { paths } => validate(paths),
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn validate(paths: Vec<PathBuf>) -> Result<(), HarnessError> {
+    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths };
+    let scenarios = scenario::load_paths(&paths)?;
+    println!("{} scenario file(s) valid", scenarios.len());
+    Ok(())
+}
+
+/// Loads the scenarios and keeps those matching any of `globs` (all when none is given).
+pub fn select_scenarios(paths: &[PathBuf], globs: &[String]) -> Result<Vec<Scenario>, HarnessError> {
+    let all = scenario::load_paths(paths)?;
+    let matchers = globs
+        .iter()
+        .map(|g| Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| HarnessError::Usage(format!("--scenario {g:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selected: Vec<Scenario> = all
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| matchers.is_empty() || matchers.iter().any(|m| m.is_match(s.name())))
+        .collect();
+    if selected.is_empty() {
+        return Err(HarnessError::Usage(format!("no scenario matches {globs:?}")));
+    }
+    Ok(selected)
+}
+
+async fn run(args: RunArgs) -> Result<(), HarnessError> {
+    let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
+    let timeouts = Timeouts::default();
+    let run_id = format!("{:08x}", rand_u32());
+    let kind = if args.kubeconfig.is_some() && args.stack == StackKind::Kind { StackKind::Cluster } else { args.stack };
+    let opts = StackOptions {
+        kind,
+        rendered: args.rendered.clone(),
+        scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
+        timeouts: timeouts.clone(),
+        run_id: run_id.clone(),
+        keep: args.keep,
+        reuse: args.reuse.clone(),
+        profile: args.profile.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        no_install: args.no_install,
+    };
+    let progress = Progress::default();
+    progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
+    let stack = stack::start(&opts, &scenarios).await.map_err(HarnessError::classify)?;
+    let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
+    let outcomes = tokio::select! {
+        outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
+        signal = shutdown_signal() => {
+            progress.note(&format!("{signal}: stopping; cleaning up the {kind} stack"));
+            let cleanup = stack.shutdown().await;
+            return Err(HarnessError::Infrastructure(match cleanup {
+                Ok(()) => anyhow::anyhow!("interrupted by {signal}"),
+                Err(e) => anyhow::anyhow!("interrupted by {signal}; cleanup failed: {e:#}"),
+            }));
+        }
+    };
+    let shutdown = stack.shutdown().await;
+    print!("{}", report::summary_table(&outcomes));
+    if let Some(path) = &args.junit {
+        report::write_junit(path, &kind.to_string(), &outcomes).map_err(HarnessError::Infrastructure)?;
+    }
+    report::exit_verdict(&outcomes)?;
+    shutdown.map_err(|e| HarnessError::Infrastructure(e.context("stack shutdown")))
+}
+
+/// Resolves on SIGINT or SIGTERM, naming which.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+fn rand_u32() -> u32 {
+    let u = uuid::Uuid::new_v4();
+    u32::from_be_bytes(u.as_bytes()[..4].try_into().unwrap_or([0; 4]))
+}

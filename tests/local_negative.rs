@@ -1,0 +1,60 @@
+//! The assertion engine must fail on broken inputs: each case breaks one thing and checks the message names it.
+#![cfg(feature = "reference-proxy")]
+
+mod common;
+
+use waf_e2e::proxy::Faults;
+use waf_e2e::runner::Verdict;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_podmonitor_without_the_rule_id_relabeling_fails_naming_the_missing_label() {
+    let rendered = common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml");
+    let outcomes = common::run_local(&rendered, Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("label `rule_id`: missing"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_podmonitor_with_decisions_swapped_fails_naming_the_wrong_decision() {
+    let rendered = common::root().join("fixtures/broken/podmonitor-decisions-swapped.yaml");
+    let outcomes = common::run_local(&rendered, Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("label `decision`: expected \"blocked\", the series carries \"would_block\""), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_double_counts_fails_the_exact_increase() {
+    let rendered = common::root().join("fixtures/rendered");
+    let faults = Faults { double_count: true, ..Faults::default() };
+    let outcomes = common::run_local(&rendered, faults, &[common::scenario("sqli-blocked.yaml")]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("expected exactly +3") && msg.contains("increase 6"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_audit_record_fails_naming_the_request() {
+    let rendered = common::root().join("fixtures/rendered");
+    let faults = Faults { drop_audit: true, ..Faults::default() };
+    let outcomes = common::run_local(&rendered, faults, &[common::scenario("sqli-blocked.yaml")]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("request `sqli` #1") && msg.contains("found none"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independently_written_podmonitor_that_follows_the_contract_passes() {
+    let rendered = common::root().join("fixtures/alternative/podmonitor.yaml");
+    let scenarios = [common::scenario("sqli-detection-only.yaml"), common::scenario("dashed-policy-name.yaml")];
+    let outcomes = common::run_local(&rendered, Faults::default(), &scenarios).await;
+    for o in &outcomes {
+        assert!(matches!(o.verdict, Verdict::Passed), "{}: {:?}", o.name, o.verdict);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_dashed_policy_label_fails_and_explains_the_sanitisation() {
+    let mut scenario = common::scenario("dashed-policy-name.yaml");
+    scenario.expect.decisions[0].labels.insert("policy".into(), "block-sqli-dashed".into());
+    let outcomes = common::run_local(&common::root().join("fixtures/rendered"), Faults::default(), &[scenario]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("the only difference is sanitisation"), "{msg}");
+}
