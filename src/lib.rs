@@ -9,6 +9,7 @@ pub mod assert;
 pub mod error;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
+pub mod prometheus;
 pub mod rendered;
 pub mod report;
 pub mod scenario;
