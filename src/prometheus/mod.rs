@@ -34,9 +34,7 @@ impl PrometheusProcess {
     /// Starts `prometheus` with `config_yaml` on a free 127.0.0.1 port and waits for `/-/ready`
     /// (deadline `timeouts.prometheus_ready`). Fails at once, with the tail of its log, if it exits.
     pub async fn start(config_yaml: &str, timeouts: &Timeouts) -> Result<PrometheusProcess> {
-        let binary = find_on_path("prometheus").ok_or_else(|| {
-            anyhow::anyhow!("`prometheus` is not on PATH: install it (`apt-get install prometheus`) or use a container")
-        })?;
+        let binary = require_on_path("prometheus", std::env::var_os("PATH"))?;
         // The port is free when picked and taken by Prometheus a moment later; on the rare race the
         // child exits with "address already in use" and another port is tried.
         let mut attempt = 0;
@@ -167,17 +165,18 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
-    })
+/// `name` in the directories of `path_var`, or an error that says how to install it.
+fn require_on_path(name: &str, path_var: Option<std::ffi::OsString>) -> Result<PathBuf> {
+    path_var
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+        .ok_or_else(|| {
+            anyhow::anyhow!("`{name}` is not on PATH: install Prometheus 2.x (`apt-get install prometheus`, Debian/Ubuntu)")
+        })
 }
 
 /// Runs `promtool check config` on `yaml`; the error carries promtool's output.
 pub async fn promtool_check_config(yaml: &str) -> Result<()> {
-    let promtool = find_on_path("promtool").ok_or_else(|| {
-        anyhow::anyhow!("`promtool` is not on PATH: install it (`apt-get install prometheus`)")
-    })?;
+    let promtool = require_on_path("promtool", std::env::var_os("PATH"))?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("prometheus.yml");
     std::fs::write(&file, yaml)?;
@@ -198,4 +197,16 @@ pub async fn promtool_check_config(yaml: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_prometheus_binary_says_how_to_install_it() {
+        let err = require_on_path("prometheus", Some("/nonexistent-waf-e2e".into())).unwrap_err().to_string();
+        assert!(err.contains("apt-get install prometheus"), "{err}");
+        assert!(require_on_path("prometheus", None).is_err());
+    }
 }

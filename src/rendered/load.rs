@@ -136,7 +136,8 @@ fn split_documents(text: &str) -> Vec<(u64, &str)> {
         let doc = &text[start..end];
         let empty = doc.lines().all(|l| {
             let t = l.trim();
-            t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+            let t = t.strip_prefix("---").map_or(t, str::trim_start);
+            t.is_empty() || t.starts_with('#') || t == "..."
         });
         if !empty {
             out.push((line, doc));
