@@ -110,6 +110,29 @@ mod tests {
     }
 
     #[test]
+    fn the_command_prints_the_operators_job_pointed_at_the_target_with_overridden_labels() {
+        let pm = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/rendered/podmonitor.yaml");
+        let args = Cli::try_parse_from([
+            "x", "--podmonitor", pm, "--target", "127.0.0.1:19001", "--pod-namespace", "gw", "--pod-name", "envoy-1",
+            "--gateway", "web", "--pod-label", "gateway.envoyproxy.io/owning-gateway-namespace=shop",
+        ])
+        .unwrap()
+        .args;
+        let yaml = scrape_config_command(args).unwrap();
+        for needle in [
+            "job_name: podMonitor/tigera-prometheus/tigera-waf-gateway-proxies/0",
+            "- 127.0.0.1:19001",
+            "__meta_kubernetes_namespace: gw",
+            "__meta_kubernetes_pod_name: envoy-1",
+            "__meta_kubernetes_pod_label_gateway_envoyproxy_io_owning_gateway_name: web",
+            "__meta_kubernetes_pod_label_gateway_envoyproxy_io_owning_gateway_namespace: shop",
+            "scrape_interval: 15s",
+        ] {
+            assert!(yaml.contains(needle), "`{needle}` missing from:\n{yaml}");
+        }
+    }
+
+    #[test]
     fn a_target_without_a_port_is_a_usage_error() {
         let args = Cli::try_parse_from(["x", "--podmonitor", "p", "--target", "localhost"]).unwrap().args;
         let err = scrape_config_command(args).unwrap_err();
