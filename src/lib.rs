@@ -11,6 +11,7 @@ pub mod contract;
 pub mod error;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
+pub mod prometheus;
 pub mod rendered;
 pub mod report;
 pub mod runner;

@@ -1,0 +1,212 @@
+//! A real Prometheus as a child process (local stack and the harness' own tests), and `promtool`.
+//!
+//! The child runs in its own process group; [`PrometheusProcess::stop`] asks it to exit (SIGTERM) and
+//! waits for that as a named condition, and `Drop` kills the group (SIGKILL) and reaps it, so no
+//! Prometheus outlives its owner, also when a test panics.
+
+use crate::timeouts::Timeouts;
+use crate::wait::{self, Check};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How long `stop` waits for a graceful exit before SIGKILL.
+const GRACEFUL_STOP: Duration = Duration::from_secs(10);
+
+/// A running Prometheus on a loopback port, with its config and TSDB in a temporary directory.
+pub struct PrometheusProcess {
+    child: Option<Child>,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for PrometheusProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusProcess").field("url", &self.url).field("pid", &self.pid()).finish()
+    }
+}
+
+impl PrometheusProcess {
+    /// Starts `prometheus` with `config_yaml` on a free 127.0.0.1 port and waits for `/-/ready`
+    /// (deadline `timeouts.prometheus_ready`). Fails at once, with the tail of its log, if it exits.
+    pub async fn start(config_yaml: &str, timeouts: &Timeouts) -> Result<PrometheusProcess> {
+        let binary = require_on_path("prometheus", std::env::var_os("PATH"))?;
+        // The port is free when picked and taken by Prometheus a moment later; on the rare race the
+        // child exits with "address already in use" and another port is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::Builder::new().prefix("waf-e2e-prometheus-").tempdir().context("creating Prometheus' temp dir")?;
+            let config = dir.path().join("prometheus.yml");
+            std::fs::write(&config, config_yaml).with_context(|| format!("writing {}", config.display()))?;
+            let port = free_port()?;
+            let child = spawn(&binary, dir.path(), &config, port)?;
+            let mut process = PrometheusProcess { child: Some(child), url: format!("http://127.0.0.1:{port}"), dir };
+            match process.wait_ready(timeouts.prometheus_ready).await {
+                Ok(()) => return Ok(process),
+                Err(e) if attempt < 3 && process.log_tail(50).contains("address already in use") => {
+                    tracing::debug!("prometheus lost the race for port {port}, retrying: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The HTTP API base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The directory holding the config, the TSDB and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last `lines` lines of Prometheus' own log (stdout and stderr).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Asks Prometheus to exit (SIGTERM), waits for it, and kills it if it does not exit in time.
+    pub async fn stop(mut self) -> Result<()> {
+        let Some(pid) = self.pid() else { return Ok(()) };
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let exited = wait::until(&format!("prometheus (pid {pid}) to exit"), GRACEFUL_STOP, || {
+            let status = self.child.as_mut().map(Child::try_wait);
+            async move {
+                Ok(match status {
+                    Some(Ok(Some(s))) => Check::Met(s),
+                    Some(Ok(None)) => Check::NotYet("still running".into()),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => Check::NotYet("no child".into()),
+                })
+            }
+        })
+        .await;
+        self.kill_and_reap();
+        exited.map(|_| ())
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let ready = format!("{}/-/ready", self.url);
+        let child = &mut self.child;
+        // "Met" means settled: ready, or exited (which must end the wait at once, not at the deadline).
+        let settled = wait::until(&format!("prometheus ready at {ready}"), timeout, || {
+            let exited = child.as_mut().map(Child::try_wait);
+            let request = client.get(&ready).send();
+            async move {
+                match exited {
+                    Some(Ok(Some(status))) => return Ok(Check::Met(Err(format!("exited ({status})")))),
+                    Some(Err(e)) => return Err(e.into()),
+                    _ => {}
+                }
+                Ok(match request.await {
+                    Ok(r) if r.status().is_success() => Check::Met(Ok(())),
+                    Ok(r) => Check::NotYet(format!("HTTP {}", r.status())),
+                    Err(e) => Check::NotYet(e.to_string()),
+                })
+            }
+        })
+        .await;
+        match settled {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => bail!("prometheus {why} before it was ready; its log ends with:\n{}", self.log_tail(20)),
+            Err(e) => Err(e.context(format!("its log ends with:\n{}", self.log_tail(20)))),
+        }
+    }
+
+    fn kill_and_reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrometheusProcess {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+fn spawn(binary: &Path, dir: &Path, config: &Path, port: u16) -> Result<Child> {
+    let log = dir.join("prometheus.log");
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-lifecycle")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0);
+    cmd.spawn().with_context(|| format!("starting {}", binary.display()))
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// `name` in the directories of `path_var`, or an error that says how to install it.
+fn require_on_path(name: &str, path_var: Option<std::ffi::OsString>) -> Result<PathBuf> {
+    path_var
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+        .ok_or_else(|| {
+            anyhow::anyhow!("`{name}` is not on PATH: install Prometheus 2.x (`apt-get install prometheus`, Debian/Ubuntu)")
+        })
+}
+
+/// Runs `promtool check config` on `yaml`; the error carries promtool's output.
+pub async fn promtool_check_config(yaml: &str) -> Result<()> {
+    let promtool = require_on_path("promtool", std::env::var_os("PATH"))?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("prometheus.yml");
+    std::fs::write(&file, yaml)?;
+    let out = tokio::process::Command::new(&promtool)
+        .arg("check")
+        .arg("config")
+        .arg(&file)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", promtool.display()))?;
+    if !out.status.success() {
+        bail!(
+            "promtool check config failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_prometheus_binary_says_how_to_install_it() {
+        let err = require_on_path("prometheus", Some("/nonexistent-waf-e2e".into())).unwrap_err().to_string();
+        assert!(err.contains("apt-get install prometheus"), "{err}");
+        assert!(require_on_path("prometheus", None).is_err());
+    }
+}
