@@ -29,6 +29,8 @@ pub enum Command {
         /// Scenario files or directories.
         paths: Vec<PathBuf>,
     },
+    /// Print the complete Prometheus config a PodMonitor becomes, pointed at one target.
+    ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
 }
 
 /// Options of `waf-e2e run`.
@@ -87,6 +89,11 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
     match cli.command {
         Command::Validate { paths } => validate(paths),
         Command::Run(args) => run(args).await,
+        Command::ScrapeConfig(args) => {
+            let config = crate::rendered::cli::scrape_config_command(args).map_err(HarnessError::classify)?;
+            print!("{config}");
+            Ok(())
+        }
     }
 }
 
