@@ -6,6 +6,7 @@
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
 
 pub mod assert;
+pub mod audit;
 pub mod error;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;

@@ -1,0 +1,95 @@
+//! Envoy log lines that carry an audit record: `... wasm log <vm> : AuditLog:{json}` (design 1.2).
+
+use super::record::AuditRecord;
+use chrono::{DateTime, Local, TimeZone};
+
+/// The marker the WAF filter puts before the JSON (`proxywasm.LogInfo("AuditLog:" + json)`).
+pub const AUDIT_MARKER: &str = "AuditLog:";
+
+/// Envoy Gateway's VM name prefix for an EnvoyExtensionPolicy's wasm filter.
+pub const VM_PREFIX: &str = "envoyextensionpolicy/";
+
+/// An audit record and the wasm VM (the WAF policy's filter) that logged it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditLine {
+    /// The VM name, e.g. `envoyextensionpolicy/shop/block-sqli/wasm/0`; empty when the line has none.
+    pub vm: String,
+    /// The Coraza audit record.
+    pub record: AuditRecord,
+}
+
+/// An `AuditLog:` line whose JSON could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit line from {vm:?} has unreadable JSON: {reason} (JSON starts: {snippet:?})")]
+pub struct AuditParseError {
+    /// The VM name found before the marker (may be empty).
+    pub vm: String,
+    /// What serde_json reported, with line and column.
+    pub reason: String,
+    /// The first characters of the JSON, for the failure message.
+    pub snippet: String,
+}
+
+impl AuditLine {
+    /// The WAF policy `(namespace, name)` from an `envoyextensionpolicy/<ns>/<name>/wasm/<i>` VM name.
+    pub fn policy(&self) -> Option<(String, String)> {
+        let rest = self.vm.strip_prefix(VM_PREFIX)?;
+        let mut parts = rest.split('/');
+        let namespace = parts.next().filter(|s| !s.is_empty())?;
+        let name = parts.next().filter(|s| !s.is_empty())?;
+        Some((namespace.to_string(), name.to_string()))
+    }
+}
+
+/// Formats an audit record as Envoy writes the filter's log line, ending without a newline.
+pub fn format_envoy_line<Tz: TimeZone>(vm: &str, record: &AuditRecord, now: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    // serde_json cannot fail on these plain structs (string keys, no non-finite floats); keep a
+    // valid line even if it ever did.
+    let json = serde_json::to_string(record).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    format!(
+        "[{}][{}][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log {vm} : {AUDIT_MARKER}{json}",
+        now.format("%Y-%m-%d %H:%M:%S%.3f"),
+        std::process::id(),
+    )
+}
+
+/// Formats with the local clock, like Envoy's default log format.
+pub fn format_envoy_line_now(vm: &str, record: &AuditRecord) -> String {
+    format_envoy_line(vm, record, &Local::now())
+}
+
+/// Reads one log line: `None` when it carries no `AuditLog:` marker, `Err` when its JSON is broken.
+///
+/// Accepts Envoy's file format, container-log prefixes (CRI timestamps, no file part) and
+/// anything else before the marker; never panics.
+pub fn parse_line(line: &str) -> Option<Result<AuditLine, AuditParseError>> {
+    let at = line.find(AUDIT_MARKER)?;
+    let (prefix, rest) = line.split_at(at);
+    let json = rest[AUDIT_MARKER.len()..].trim();
+    let vm = vm_from_prefix(prefix);
+    Some(match serde_json::from_str::<AuditRecord>(json) {
+        Ok(record) => Ok(AuditLine { vm, record }),
+        Err(e) => Err(AuditParseError { vm, reason: e.to_string(), snippet: json.chars().take(80).collect() }),
+    })
+}
+
+/// The VM name between `wasm log ` and the marker; falls back to any `envoyextensionpolicy/...` token.
+fn vm_from_prefix(prefix: &str) -> String {
+    let after_wasm_log = prefix.rfind("wasm log ").map(|i| &prefix[i + "wasm log ".len()..]);
+    let search = after_wasm_log.unwrap_or(prefix);
+    let tokens: Vec<&str> = search
+        .split_whitespace()
+        .map(|t| t.trim_end_matches(':'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if let Some(vm) = tokens.iter().find(|t| t.starts_with(VM_PREFIX)) {
+        return (*vm).to_string();
+    }
+    match after_wasm_log {
+        Some(_) => tokens.first().map(|t| (*t).to_string()).unwrap_or_default(),
+        None => String::new(),
+    }
+}

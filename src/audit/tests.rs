@@ -1,0 +1,121 @@
+//! Tests for audit lines: real-looking Envoy output, hostile input, and the helpers the assertions use.
+
+use super::*;
+use crate::scenario::Decision;
+use chrono::{TimeZone, Utc};
+
+/// A line shaped like Envoy + coraza-proxy-wasm output: Go's nil maps as `null`, fields this crate does not model.
+const ENVOY_LINE: &str = r#"[2026-06-04 21:22:33.123][42][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : AuditLog:{"transaction":{"timestamp":"2026/06/04 21:22:33","unix_timestamp":1780608153123456789,"id":"pTqQSJmIXOaRfJWRhHv","client_ip":"10.244.0.7","client_port":51234,"host_ip":"","host_port":0,"server_id":"","request":{"method":"GET","protocol":"HTTP/1.1","uri":"/?id=1%27%20OR%20%271%27=%271","http_version":"1.1","headers":{":authority":["shop.example"],"X-WAF-E2E-Id":["run1-sqli-0"],"user-agent":["waf-e2e"]},"body":"","files":null,"args":{},"length":0},"response":{"protocol":"","status":403,"headers":null,"body":""},"producer":{"connector":"coraza-proxy-wasm","version":"0.5.0","server":"","rule_engine":"On","stopwatch":"","rulesets":["OWASP_CRS/4.3.0"]},"highest_severity":"critical","is_interrupted":true},"messages":[{"actionset":"","message":"SQL Injection Attack Detected via libinjection","error_message":"","data":{"file":"@owasp_crs/REQUEST-942-APPLICATION-ATTACK-SQLI.conf","line":5621,"id":942100,"rev":"","msg":"SQL Injection Attack Detected via libinjection","data":"Matched Data: s&sos found within ARGS:id: 1' OR '1'='1","severity":2,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["application-multi","language-multi","platform-multi","attack-sqli","paranoia-level/1","OWASP_CRS","capec/1000/152/248/66"],"raw":""}},{"actionset":"","message":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":{"file":"@owasp_crs/REQUEST-949-BLOCKING-EVALUATION.conf","line":11342,"id":949110,"rev":"","msg":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":"","severity":0,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["anomaly-evaluation"],"raw":""}},{"actionset":"","message":"again","data":{"id":942100}}],"future_field":{"x":1}}"#;
+
+#[test]
+fn a_real_envoy_audit_line_parses_with_its_vm_and_rule_ids() {
+    let line = parse_line(ENVOY_LINE).expect("an audit line").expect("valid JSON");
+    assert_eq!(line.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert_eq!(line.policy(), Some(("shop".to_string(), "block-sqli".to_string())));
+    assert_eq!(line.record.rule_ids(), vec![942100, 949110]);
+    assert_eq!(line.record.decision(), Some(Decision::Blocked));
+    assert_eq!(line.record.transaction.response.status, 403);
+    assert!(line.record.transaction.response.headers.is_empty());
+    assert_eq!(line.record.messages[0].data.severity, 2);
+    assert_eq!(line.record.transaction.highest_severity, "critical");
+}
+
+#[test]
+fn request_headers_are_found_whatever_their_case() {
+    let line = parse_line(ENVOY_LINE).expect("an audit line").expect("valid JSON");
+    assert_eq!(line.record.request_header("x-waf-e2e-id"), Some("run1-sqli-0"));
+    assert_eq!(line.record.request_header("X-Waf-E2E-ID"), Some("run1-sqli-0"));
+    assert_eq!(line.record.request_header("absent"), None);
+}
+
+#[test]
+fn a_container_log_line_without_the_file_prefix_parses() {
+    let json = ENVOY_LINE.split_once(AUDIT_MARKER).expect("marker").1;
+    let line = format!("2026-06-04T21:22:33.123456789Z stderr F [2026-06-04 21:22:33.123][1][info][wasm] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0: {AUDIT_MARKER}{json}\r\n");
+    let parsed = parse_line(&line).expect("an audit line").expect("valid JSON");
+    assert_eq!(parsed.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert_eq!(parsed.record.rule_ids(), vec![942100, 949110]);
+}
+
+#[test]
+fn a_bare_audit_marker_parses_with_an_empty_vm() {
+    let parsed = parse_line(r#"AuditLog:{"transaction":{"is_interrupted":false},"messages":[]}"#)
+        .expect("an audit line")
+        .expect("valid JSON");
+    assert_eq!(parsed.vm, "");
+    assert_eq!(parsed.policy(), None);
+    assert_eq!(parsed.record.decision(), None);
+}
+
+#[test]
+fn lines_without_the_marker_are_not_audit_lines() {
+    for line in [
+        "",
+        "garbage",
+        "[2026-06-04 21:22:33.123][42][info][main] [source/server/server.cc:932] all clusters initialized",
+        "[2026-06-04 21:22:33.123][42][info][wasm] wasm log envoyextensionpolicy/shop/x/wasm/0 : Coraza: Warning. SQL injection",
+        "\u{0}\u{ffff}💥 AuditLo g:{}",
+    ] {
+        assert!(parse_line(line).is_none(), "{line:?}");
+    }
+}
+
+#[test]
+fn a_truncated_record_is_an_error_naming_the_vm_and_the_reason() {
+    let cut = &ENVOY_LINE[..ENVOY_LINE.len() / 2];
+    let err = parse_line(cut).expect("an audit line").expect_err("broken JSON");
+    assert_eq!(err.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert!(err.reason.contains("EOF"), "{}", err.reason);
+    assert!(err.to_string().contains("block-sqli"), "{err}");
+}
+
+#[test]
+fn garbage_after_the_marker_is_an_error_not_a_panic() {
+    for line in ["AuditLog:", "AuditLog:not json", "x AuditLog:[1,2]", "AuditLog:{\"transaction\":{\"request\":{\"headers\":[1]}}}", "AuditLog:\u{0}"] {
+        assert!(matches!(parse_line(line), Some(Err(_))), "{line:?}");
+    }
+}
+
+#[test]
+fn every_prefix_of_a_real_line_parses_or_fails_without_panicking() {
+    for (i, _) in ENVOY_LINE.char_indices() {
+        let _ = parse_line(&ENVOY_LINE[..i]);
+    }
+}
+
+#[test]
+fn a_detection_only_record_with_messages_is_would_block() {
+    let mut record = AuditRecord::default();
+    record.transaction.producer.rule_engine = "DetectionOnly".into();
+    assert_eq!(record.decision(), None);
+    record.messages.push(AuditMessage { data: AuditMessageData { id: 949110, ..Default::default() }, ..Default::default() });
+    assert_eq!(record.decision(), Some(Decision::WouldBlock));
+    record.transaction.producer.rule_engine = "On".into();
+    assert_eq!(record.decision(), None);
+}
+
+#[test]
+fn ids_and_severities_written_as_strings_are_accepted() {
+    let json = r#"{"transaction":{"unix_timestamp":"17","highest_severity":2},"messages":[{"data":{"id":"942100","severity":"CRITICAL","rev":1}}]}"#;
+    let parsed = parse_line(&format!("AuditLog:{json}")).expect("an audit line").expect("lenient JSON");
+    assert_eq!(parsed.record.rule_ids(), vec![942100]);
+    assert_eq!(parsed.record.messages[0].data.severity, 2);
+    assert_eq!(parsed.record.transaction.highest_severity, "2");
+}
+
+#[test]
+fn a_formatted_line_reads_back_to_the_same_record() {
+    let mut record = AuditRecord::default();
+    record.transaction.is_interrupted = true;
+    record.transaction.request.headers.insert("x-waf-e2e-id".into(), vec!["abc".into()]);
+    record.transaction.request.body = "a=1\nb=\"2\" AuditLog:{".into();
+    record.messages.push(AuditMessage { data: AuditMessageData { id: 949110, ..Default::default() }, ..Default::default() });
+    let now = Utc.with_ymd_and_hms(2026, 6, 4, 21, 22, 33).single().expect("valid time");
+    let text = format_envoy_line("envoyextensionpolicy/shop/block-sqli/wasm/0", &record, &now);
+    assert!(text.starts_with("[2026-06-04 21:22:33.000]["), "{text}");
+    assert!(text.contains("][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : AuditLog:{"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+    let back = parse_line(&text).expect("an audit line").expect("valid JSON");
+    assert_eq!(back.record, record);
+    assert_eq!(back.policy(), Some(("shop".into(), "block-sqli".into())));
+}
