@@ -330,3 +330,38 @@ async fn an_existing_audit_log_is_appended_to_not_truncated() {
     proxy.shutdown().await.expect("shutdown");
     assert!(std::fs::read_to_string(&path).expect("read").starts_with("[2026-06-04 21:22:33.123][1][info][main] earlier line\n"));
 }
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status line.
+async fn raw_request(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await.expect("the proxy answers and closes");
+    String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn hostile_bytes_in_path_headers_and_body_get_an_answer_and_the_proxy_keeps_serving() {
+    let h = start(Faults::default()).await;
+    h.proxy.attach(policy("hostile.example", "hostile", Mode::DetectionOnly)).await.expect("attach");
+    let addr = h.proxy.listen_addr();
+    let requests: Vec<Vec<u8>> = vec![
+        b"GET /%ff%c0%00/%3Cscript%3Ealert(1)%3C/script%3E?q=%ff%00'%20or%201=1-- HTTP/1.1\r\nHost: hostile.example\r\nx-waf-e2e-id: h-1\r\nConnection: close\r\n\r\n".to_vec(),
+        [&b"POST /x HTTP/1.1\r\nHost: hostile.example\r\nx-waf-e2e-id: h-2\r\nX-Bin: \xff\xfe<script>\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"[..], b"a=\x00\xff'or 1=1"].concat(),
+        b"POST /j HTTP/1.1\r\nHost: hostile.example\r\nx-waf-e2e-id: h-3\r\nContent-Type: application/json\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"a\":[1,".to_vec(),
+        b"FOO /x HTTP/1.1\r\nHost: hostile.example\r\nx-waf-e2e-id: h-4\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+    ];
+    for bytes in requests {
+        let status = raw_request(addr, &bytes).await;
+        assert!(status.starts_with("HTTP/1.1 "), "no answer to {:?}: {status:?}", String::from_utf8_lossy(&bytes));
+    }
+    assert_eq!(h.send("hostile.example", "GET", "/still-alive", "h-5", None).await.0, 200);
+    let lines = h.audit();
+    let ids: Vec<_> = lines.iter().map(|l| (l.record.request_header("x-waf-e2e-id").map(str::to_string), l.record.rule_ids())).collect();
+    let h1 = h.audit_for("h-1");
+    assert_eq!(h1.len(), 1, "{ids:?}");
+    assert_eq!(h1[0].record.decision(), Some(Decision::WouldBlock));
+    h.proxy.shutdown().await.expect("shutdown");
+}
