@@ -7,6 +7,7 @@
 
 pub mod assert;
 pub mod audit;
+pub mod cli;
 pub mod contract;
 pub mod error;
 #[cfg(feature = "reference-proxy")]

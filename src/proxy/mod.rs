@@ -1,1 +1,232 @@
 //! The reference proxy: a STAND-IN for an Envoy Gateway proxy running the Coraza WAF filter (local stack only).
+//!
+//! It speaks the contract of design section 1 with a real SecLang engine deciding (ModSecurity v3
+//! with the OWASP CRS): raw `waf_filter.*` counters on an admin `/stats/prometheus` in Envoy's exact
+//! format, `AuditLog:` lines in Envoy's log format, 403 on interruption, otherwise the request is
+//! forwarded to an in-process echo backend. Policies attach by Host, like routes on one Gateway.
+//! It is the only simulated part of the local stack.
+
+pub mod auditwriter;
+pub mod echo;
+pub mod msclog;
+pub mod server;
+pub mod stats;
+pub mod waf;
+
+use crate::scenario::Mode;
+use anyhow::{Context, Result};
+use server::{AttachedPolicy, Served, Shared};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long `shutdown` waits for listeners to finish in-flight requests before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the reference proxy pretends to run and where it writes its audit log.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Gateway name (as an Envoy Gateway proxy would belong to).
+    pub gateway: String,
+    /// Gateway namespace.
+    pub gateway_namespace: String,
+    /// File the `AuditLog:` lines are appended to (created if missing, never truncated).
+    pub audit_log: PathBuf,
+    /// Faults injected for the harness's own negative tests.
+    pub faults: Faults,
+}
+
+/// Deliberate misbehaviour, so the harness can prove its assertions catch it.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Every decision counter increments by 2 instead of 1.
+    pub double_count: bool,
+    /// No audit records are written.
+    pub drop_audit: bool,
+}
+
+/// A WAF policy attached to a host, like an EnvoyExtensionPolicy on an HTTPRoute.
+#[derive(Debug, Clone)]
+pub struct PolicyAttachment {
+    /// Host the route matches (the request's Host header, port ignored, case-insensitive).
+    pub host: String,
+    /// Policy name, dashes intact (the stat name carries it; the exposition sanitises it).
+    pub policy: String,
+    /// Policy namespace.
+    pub namespace: String,
+    /// On blocks; DetectionOnly forwards and counts would_block.
+    pub mode: Mode,
+    /// Load the OWASP CRS.
+    pub crs: bool,
+    /// SecLang directives loaded after the CRS.
+    pub directives: Option<String>,
+    /// Extra `<k>=<v>` pairs baked into decision stat names (e.g. `authority`).
+    pub extra_metric_labels: Vec<(String, String)>,
+}
+
+/// The running reference proxy: data plane, admin listener and echo backend, all on loopback.
+pub struct ReferenceProxy {
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl ReferenceProxy {
+    /// Binds the data plane, the admin listener and the echo backend, each on 127.0.0.1:0.
+    pub async fn start(config: ProxyConfig) -> Result<ReferenceProxy> {
+        let (stop, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let echo = server::serve(echo::router(), &stop, "echo backend").await?;
+        tasks.push(echo.task);
+        let engine = waf::Engine::new()?;
+        let audit = auditwriter::AuditWriter::open(&config.audit_log)?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the proxy's upstream HTTP client")?;
+        // The data plane's address goes into Shared, so bind it before building the state.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the data-plane listener on 127.0.0.1")?;
+        let listen = listener.local_addr().context("reading the data-plane listener address")?;
+        let shared = Arc::new(Shared {
+            policies: RwLock::new(HashMap::new()),
+            engine,
+            stats: stats::Stats::default(),
+            audit,
+            faults: config.faults.clone(),
+            backend: echo.addr,
+            client,
+            listen,
+            gateway: format!("{}/{}", config.gateway_namespace, config.gateway),
+        });
+        let mut rx = stop.subscribe();
+        let app = server::data_plane(shared.clone());
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+        let Served { addr: admin, task } = server::serve(server::admin(shared.clone()), &stop, "admin").await?;
+        tasks.push(task);
+        tracing::info!(%listen, %admin, backend = %echo.addr, engine = %shared.engine.whoami(), "reference proxy (stand-in for Envoy + WAF filter) started");
+        Ok(ReferenceProxy { shared, listen, admin, stop, tasks })
+    }
+
+    /// Address for gateway traffic (send the route's Host header).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Admin address serving `GET /stats/prometheus` (like Envoy's metrics port 19001).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The audit log file.
+    pub fn audit_log(&self) -> &Path {
+        self.shared.audit.path()
+    }
+
+    /// Compiles the policy's rules and routes its host to it; the error carries ModSecurity's complaint.
+    pub async fn attach(&self, policy: PolicyAttachment) -> Result<()> {
+        let crs = policy.crs;
+        let directives = policy.directives.clone();
+        let rules = tokio::task::spawn_blocking(move || waf::compile(crs, directives.as_deref()))
+            .await
+            .context("the rule compilation task failed")?
+            .with_context(|| format!("compiling WAF policy {}/{}", policy.namespace, policy.policy))?;
+        let host = policy.host.trim().to_ascii_lowercase();
+        let attached = AttachedPolicy {
+            labels: label_order(&policy),
+            cluster: format!("httproute/{}/{}/rule/0", policy.namespace, policy.policy),
+            rules,
+            attachment: policy,
+        };
+        self.shared.policies.write().unwrap_or_else(|p| p.into_inner()).insert(host, Arc::new(attached));
+        Ok(())
+    }
+
+    /// Unroutes `host` (later requests for it get 404); counters already created stay.
+    pub async fn detach(&self, host: &str) {
+        let host = host.trim().to_ascii_lowercase();
+        self.shared.policies.write().unwrap_or_else(|p| p.into_inner()).remove(&host);
+    }
+
+    /// Stops every listener and task, waiting briefly for in-flight requests.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in tasks {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(Ok(served)) => served.context("a reference proxy listener failed")?,
+                Ok(Err(join)) if join.is_cancelled() => {}
+                Ok(Err(join)) => return Err(anyhow::anyhow!("a reference proxy listener panicked: {join}")),
+                Err(_) => abort.abort(),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReferenceProxy {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The policy's `<k>=<v>` pairs in a policy-dependent order (a rotation chosen by a hash of the
+/// name), so both `policy..namespace` and `namespace..policy` occur, as with Go map order.
+pub fn label_order(policy: &PolicyAttachment) -> Vec<(String, String)> {
+    let mut labels = vec![("policy".to_string(), policy.policy.clone()), ("namespace".to_string(), policy.namespace.clone())];
+    labels.extend(policy.extra_metric_labels.iter().cloned());
+    let hash = policy.policy.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let len = labels.len();
+    // FNV-1a's low bits barely mix; take higher ones.
+    labels.rotate_left(((hash >> 7) % len as u64) as usize);
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(name: &str, extra: &[(&str, &str)]) -> PolicyAttachment {
+        PolicyAttachment {
+            host: "h".into(),
+            policy: name.into(),
+            namespace: "shop".into(),
+            mode: Mode::On,
+            crs: false,
+            directives: None,
+            extra_metric_labels: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn both_label_orders_occur_and_each_policy_keeps_its_own() {
+        let first_keys: Vec<String> = ["block-sqli", "detect-sqli"].iter().map(|n| label_order(&attachment(n, &[]))[0].0.clone()).collect();
+        // As in the design's example exposition: block-sqli policy-first, detect-sqli namespace-first.
+        assert_eq!(first_keys, vec!["policy", "namespace"]);
+        assert_eq!(label_order(&attachment("block-sqli", &[])), label_order(&attachment("block-sqli", &[])));
+    }
+
+    #[test]
+    fn extra_labels_are_kept_whatever_the_rotation() {
+        let labels = label_order(&attachment("inline", &[("authority", "a.example")]));
+        let mut keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, vec!["authority", "namespace", "policy"]);
+    }
+}
