@@ -11,6 +11,15 @@ pub const RAW_PREFIX: &str = "waf_filter_tx_";
 /// The header that carries each request's correlation id into the audit record.
 pub const CORRELATION_HEADER: &str = "x-waf-e2e-id";
 
+/// The `<k>=<v>` keys the filter bakes into decision stat names (design 1.1); a value ends only at the next of these.
+pub const METRIC_LABEL_KEYS: [&str; 3] = ["policy", "namespace", "authority"];
+
+/// The key a label value contains as a whole `_`/`-`-separated word, which would make the stat name ambiguous.
+pub fn embedded_metric_key(value: &str) -> Option<&'static str> {
+    let words: Vec<String> = sanitize(value).split('_').map(str::to_string).collect();
+    METRIC_LABEL_KEYS.into_iter().find(|k| words.iter().any(|w| w == k))
+}
+
 /// Envoy's stat-name sanitisation: every character outside `[a-zA-Z0-9_]` becomes `_`.
 pub fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
@@ -25,5 +34,13 @@ mod tests {
         assert_eq!(sanitize("block-sqli"), "block_sqli");
         assert_eq!(sanitize("a.b/c=d"), "a_b_c_d");
         assert_eq!(sanitize("plain_name9"), "plain_name9");
+    }
+
+    #[test]
+    fn a_name_containing_a_metric_key_as_a_word_is_flagged() {
+        assert_eq!(embedded_metric_key("dashed-policy-name"), Some("policy"));
+        assert_eq!(embedded_metric_key("shop-namespace"), Some("namespace"));
+        assert_eq!(embedded_metric_key("policyless-shop"), None);
+        assert_eq!(embedded_metric_key("block-sqli"), None);
     }
 }

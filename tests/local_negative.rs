@@ -43,7 +43,7 @@ async fn a_missing_audit_record_fails_naming_the_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independently_written_podmonitor_that_follows_the_contract_passes() {
     let rendered = common::root().join("fixtures/alternative/podmonitor.yaml");
-    let scenarios = [common::scenario("sqli-detection-only.yaml"), common::scenario("dashed-policy-name.yaml")];
+    let scenarios = [common::scenario("sqli-detection-only.yaml"), common::scenario("dashed-name.yaml")];
     let outcomes = common::run_local(&rendered, Faults::default(), &scenarios).await;
     for o in &outcomes {
         assert!(matches!(o.verdict, Verdict::Passed), "{}: {:?}", o.name, o.verdict);
@@ -52,7 +52,7 @@ async fn an_independently_written_podmonitor_that_follows_the_contract_passes() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expected_dashed_policy_label_fails_and_explains_the_sanitisation() {
-    let mut scenario = common::scenario("dashed-policy-name.yaml");
+    let mut scenario = common::scenario("dashed-name.yaml");
     scenario.expect.decisions[0].labels.insert("policy".into(), "block-sqli-dashed".into());
     let outcomes = common::run_local(&common::root().join("fixtures/rendered"), Faults::default(), &[scenario]).await;
     let msg = common::failures(&outcomes[0]);

@@ -88,6 +88,13 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
     if !is_dns_label(&s.policy.name.value) {
         bad(&s.policy.name.referenced, "policy.name", "must be a DNS label: lowercase letters, digits and `-`, at most 40 characters".into());
     }
+    for (value, loc, field) in [(s.name(), &s.name.referenced, "name"), (s.policy.name.value.as_str(), &s.policy.name.referenced, "policy.name")] {
+        if let Some(key) = crate::contract::embedded_metric_key(value) {
+            bad(loc, field, format!(
+                "`{value}` contains the word `{key}`: the filter encodes labels in the stat name as `_{key}_<value>`, so the PodMonitor could not tell where a value holding it ends; choose a name without the words {:?}",
+                crate::contract::METRIC_LABEL_KEYS));
+        }
+    }
     let directives_empty = s.policy.rules.directives.as_ref().is_none_or(|d| d.value.trim().is_empty());
     if !s.policy.rules.crs && directives_empty {
         bad(&s.policy.name.referenced, "policy.rules", "loads no rules: set `crs: true` or give `directives`".into());
