@@ -65,7 +65,7 @@ fn an_unknown_decision_value_exits_2() {
     let out = waf_e2e(&["validate", &file]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("{file}:14:")) && err.contains("allowed"), "{err}");
+    assert!(err.contains(&format!("{file}:13:")) && err.contains("field `decision`") && err.contains("allowed"), "{err}");
 }
 
 #[test]

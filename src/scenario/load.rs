@@ -52,11 +52,9 @@ pub fn load_file(path: &Path) -> Result<Scenario, InvalidInput> {
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, InvalidInput> {
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
         let loc = e.location().unwrap_or(Location::UNKNOWN);
-        InvalidInput(vec![InputProblem {
-            at: located(path, &loc),
-            field: field_of_serde_message(&e.to_string()),
-            message: first_line(&e.to_string()),
-        }])
+        let message = e.to_string();
+        let field = Some(field_of_serde_message(&message)).filter(|f| !f.is_empty()).unwrap_or_else(|| key_at_line(text, loc.line()));
+        InvalidInput(vec![InputProblem { at: located(path, &loc), field, message: without_location_prefix(first_line(&message)) }])
     })?;
     let problems = validate(path, &scenario);
     if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }
@@ -199,6 +197,28 @@ fn whole_file(path: &Path) -> InputLocation {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
+}
+
+/// serde-saphyr starts its messages with `error: line L column C: `; the location is reported separately.
+fn without_location_prefix(line: String) -> String {
+    let re = regex::Regex::new(r"^(error: )?line \d+ column \d+: ").expect("static regex");
+    let message = re.replace(&line, "").into_owned();
+    match message.as_str() {
+        "invalid u16" | "invalid u32" | "invalid u64" => format!("{message}: must be a whole number, not negative"),
+        _ => message,
+    }
+}
+
+/// The mapping key written on `line` (1-based), for errors serde reports by position only.
+fn key_at_line(text: &str, line: u64) -> String {
+    let Some(l) = usize::try_from(line).ok().and_then(|n| n.checked_sub(1)).and_then(|i| text.lines().nth(i)) else {
+        return String::new();
+    };
+    let l = l.trim_start().trim_start_matches("- ");
+    match l.split_once(':') {
+        Some((key, _)) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => key.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// serde names the offending field in its message (`unknown field `x``, `missing field `y``); lift it out.
