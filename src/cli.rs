@@ -141,12 +141,18 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         no_install: args.no_install,
     };
     let progress = Progress::default();
+    // Registered before anything starts, so a signal during the stack's start also cleans up.
+    let mut signals = Signals::register();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
-    let stack = stack::start(&opts, &scenarios).await.map_err(HarnessError::classify)?;
+    let stack = tokio::select! {
+        stack = stack::start(&opts, &scenarios) => stack.map_err(HarnessError::classify)?,
+        // Dropping the start stops and reaps whatever it had started.
+        signal = signals.recv() => return Err(HarnessError::Infrastructure(anyhow::anyhow!("interrupted by {signal} while the {kind} stack was starting"))),
+    };
     let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
     let outcomes = tokio::select! {
         outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             progress.note(&format!("{signal}: stopping; cleaning up the {kind} stack"));
             let cleanup = stack.shutdown().await;
             return Err(HarnessError::Infrastructure(match cleanup {
@@ -164,15 +170,27 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     shutdown.map_err(|e| HarnessError::Infrastructure(e.context("stack shutdown")))
 }
 
-/// Resolves on SIGINT or SIGTERM, naming which.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+/// SIGINT and SIGTERM handlers, installed when created (the default action would orphan the stack).
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Resolves on SIGINT or SIGTERM, naming which.
+    async fn recv(&mut self) -> &'static str {
+        let (Some(int), Some(term)) = (self.int.as_mut(), self.term.as_mut()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }
 

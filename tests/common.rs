@@ -27,7 +27,7 @@ pub fn scenario(file: &str) -> Scenario {
 /// Runs `scenarios` on a fresh local stack built from `rendered` with `faults`, and shuts it down.
 pub async fn run_local(rendered: &Path, faults: Faults, scenarios: &[Scenario]) -> Vec<Outcome> {
     let timeouts = Timeouts::default();
-    let opts = LocalOptions { rendered: rendered.to_path_buf(), scrape_interval: SCRAPE_INTERVAL, timeouts: timeouts.clone(), faults };
+    let opts = LocalOptions { rendered: rendered.to_path_buf(), scrape_interval: SCRAPE_INTERVAL, timeouts: timeouts.clone(), faults, ports: Default::default() };
     let stack = LocalStack::start(&opts).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
     let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None };
     let outcomes = runner::run_all(&stack, scenarios, &run, &Progress { quiet: true }).await;

@@ -23,6 +23,7 @@ async fn start(faults: Faults) -> Harness {
         gateway_namespace: "gateways".into(),
         audit_log: dir.path().join("access_logs/envoy.log"),
         faults,
+        ports: Default::default(),
     })
     .await
     .expect("proxy starts");
@@ -256,7 +257,7 @@ async fn inline_directives_alone_decide_and_name_their_rule() {
 
 #[tokio::test]
 async fn the_double_count_fault_doubles_decision_counters_and_drop_audit_writes_nothing() {
-    let h = start(Faults { double_count: true, drop_audit: true }).await;
+    let h = start(Faults { double_count: true, drop_audit: true, ..Faults::default() }).await;
     h.proxy.attach(policy("fault.example", "fault", Mode::On)).await.expect("attach");
     assert_eq!(h.send("fault.example", "GET", SQLI, "f-1", None).await.0, 403);
     let stats = h.stats().await;
@@ -323,7 +324,7 @@ async fn an_existing_audit_log_is_appended_to_not_truncated() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path: PathBuf = dir.path().join("envoy.log");
     std::fs::write(&path, "[2026-06-04 21:22:33.123][1][info][main] earlier line\n").expect("seed");
-    let proxy = ReferenceProxy::start(ProxyConfig { gateway: "web".into(), gateway_namespace: "gw".into(), audit_log: path.clone(), faults: Faults::default() })
+    let proxy = ReferenceProxy::start(ProxyConfig { gateway: "web".into(), gateway_namespace: "gw".into(), audit_log: path.clone(), faults: Faults::default(), ports: Default::default() })
         .await
         .expect("start");
     assert_eq!(proxy.audit_log(), path.as_path());

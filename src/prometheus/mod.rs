@@ -34,6 +34,11 @@ impl PrometheusProcess {
     /// Starts `prometheus` with `config_yaml` on a free 127.0.0.1 port and waits for `/-/ready`
     /// (deadline `timeouts.prometheus_ready`). Fails at once, with the tail of its log, if it exits.
     pub async fn start(config_yaml: &str, timeouts: &Timeouts) -> Result<PrometheusProcess> {
+        Self::start_on(config_yaml, timeouts, None).await
+    }
+
+    /// Like [`PrometheusProcess::start`], on `port` when given (no retry: a taken port is an error).
+    pub async fn start_on(config_yaml: &str, timeouts: &Timeouts, fixed_port: Option<u16>) -> Result<PrometheusProcess> {
         let binary = require_on_path("prometheus", std::env::var_os("PATH"))?;
         // The port is free when picked and taken by Prometheus a moment later; on the rare race the
         // child exits with "address already in use" and another port is tried.
@@ -43,12 +48,15 @@ impl PrometheusProcess {
             let dir = tempfile::Builder::new().prefix("waf-e2e-prometheus-").tempdir().context("creating Prometheus' temp dir")?;
             let config = dir.path().join("prometheus.yml");
             std::fs::write(&config, config_yaml).with_context(|| format!("writing {}", config.display()))?;
-            let port = free_port()?;
+            let port = match fixed_port {
+                Some(p) => p,
+                None => free_port()?,
+            };
             let child = spawn(&binary, dir.path(), &config, port)?;
             let mut process = PrometheusProcess { child: Some(child), url: format!("http://127.0.0.1:{port}"), dir };
             match process.wait_ready(timeouts.prometheus_ready).await {
                 Ok(()) => return Ok(process),
-                Err(e) if attempt < 3 && process.log_tail(50).contains("address already in use") => {
+                Err(e) if fixed_port.is_none() && attempt < 3 && process.log_tail(50).contains("address already in use") => {
                     tracing::debug!("prometheus lost the race for port {port}, retrying: {e:#}");
                 }
                 Err(e) => return Err(e),
@@ -64,6 +72,14 @@ impl PrometheusProcess {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// How the child exited, if it has (`None` while it runs); a stopped process counts as running no more.
+    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().context("checking whether Prometheus is still running"),
+            None => Ok(None),
+        }
     }
 
     /// The directory holding the config, the TSDB and the log.

@@ -19,6 +19,7 @@ use server::{AttachedPolicy, Served, Shared};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -38,6 +39,17 @@ pub struct ProxyConfig {
     pub audit_log: PathBuf,
     /// Faults injected for the harness's own negative tests.
     pub faults: Faults,
+    /// Fixed loopback ports (`None`: any free port); the harness's fault tests occupy one.
+    pub ports: ProxyPorts,
+}
+
+/// Loopback ports the proxy binds; `None` picks a free one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyPorts {
+    /// The data plane (gateway traffic).
+    pub listen: Option<u16>,
+    /// The admin listener (`/stats/prometheus`).
+    pub admin: Option<u16>,
 }
 
 /// Deliberate misbehaviour, so the harness can prove its assertions catch it.
@@ -47,6 +59,9 @@ pub struct Faults {
     pub double_count: bool,
     /// No audit records are written.
     pub drop_audit: bool,
+    /// While set, `/stats/prometheus` answers 500, so the scrape fails (`up == 0`); clones share it,
+    /// so a test can turn it on mid-run.
+    pub scrape_fails: Arc<AtomicBool>,
 }
 
 /// A WAF policy attached to a host, like an EnvoyExtensionPolicy on an HTTPRoute.
@@ -75,6 +90,7 @@ pub struct ReferenceProxy {
     admin: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    task_names: Vec<&'static str>,
 }
 
 impl ReferenceProxy {
@@ -82,7 +98,7 @@ impl ReferenceProxy {
     pub async fn start(config: ProxyConfig) -> Result<ReferenceProxy> {
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
-        let echo = server::serve(echo::router(), &stop, "echo backend").await?;
+        let echo = server::serve(echo::router(), &stop, "echo backend", None).await?;
         tasks.push(echo.task);
         let engine = waf::Engine::new()?;
         let audit = auditwriter::AuditWriter::open(&config.audit_log)?;
@@ -92,7 +108,8 @@ impl ReferenceProxy {
             .build()
             .context("building the proxy's upstream HTTP client")?;
         // The data plane's address goes into Shared, so bind it before building the state.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the data-plane listener on 127.0.0.1")?;
+        let listen_on = std::net::SocketAddr::from(([127, 0, 0, 1], config.ports.listen.unwrap_or(0)));
+        let listener = tokio::net::TcpListener::bind(listen_on).await.with_context(|| format!("binding the data-plane listener on {listen_on}"))?;
         let listen = listener.local_addr().context("reading the data-plane listener address")?;
         let shared = Arc::new(Shared {
             policies: RwLock::new(HashMap::new()),
@@ -114,10 +131,11 @@ impl ReferenceProxy {
                 })
                 .await
         }));
-        let Served { addr: admin, task } = server::serve(server::admin(shared.clone()), &stop, "admin").await?;
+        let Served { addr: admin, task } = server::serve(server::admin(shared.clone()), &stop, "admin", config.ports.admin).await?;
         tasks.push(task);
         tracing::info!(%listen, %admin, backend = %echo.addr, engine = %shared.engine.whoami(), "reference proxy (stand-in for Envoy + WAF filter) started");
-        Ok(ReferenceProxy { shared, listen, admin, stop, tasks })
+        let task_names = vec!["echo backend", "data-plane", "admin"];
+        Ok(ReferenceProxy { shared, listen, admin, stop, tasks, task_names })
     }
 
     /// Address for gateway traffic (send the route's Host header).
@@ -158,6 +176,22 @@ impl ReferenceProxy {
     pub async fn detach(&self, host: &str) {
         let host = host.trim().to_ascii_lowercase();
         self.shared.policies.write().unwrap_or_else(|p| p.into_inner()).remove(&host);
+    }
+
+    /// Stops accepting and closes connections on every listener, without waiting (the fault tests' "kill").
+    pub fn stop_listeners(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// `Err` naming what no longer serves, once the proxy was stopped or a listener ended.
+    pub fn health(&self) -> Result<()> {
+        if *self.stop.borrow() {
+            anyhow::bail!("the reference proxy was stopped: its listeners no longer accept connections");
+        }
+        if let Some((name, _)) = self.task_names.iter().zip(&self.tasks).find(|(_, t)| t.is_finished()) {
+            anyhow::bail!("the reference proxy's {name} listener exited");
+        }
+        Ok(())
     }
 
     /// Stops every listener and task, waiting briefly for in-flight requests.

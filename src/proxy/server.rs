@@ -78,9 +78,10 @@ pub struct Served {
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves `app` on 127.0.0.1:0 until `stop` turns true or its sender is dropped.
-pub async fn serve(app: axum::Router, stop: &watch::Sender<bool>, what: &str) -> Result<Served> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.with_context(|| format!("binding the {what} listener on 127.0.0.1"))?;
+/// Serves `app` on 127.0.0.1 (`port`, or any free one) until `stop` turns true or its sender is dropped.
+pub async fn serve(app: axum::Router, stop: &watch::Sender<bool>, what: &str, port: Option<u16>) -> Result<Served> {
+    let on = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    let listener = TcpListener::bind(on).await.with_context(|| format!("binding the {what} listener on {on}"))?;
     let addr = listener.local_addr().with_context(|| format!("reading the {what} listener address"))?;
     let mut rx = stop.subscribe();
     let task = tokio::spawn(async move {
@@ -107,6 +108,9 @@ pub fn admin(shared: Arc<Shared>) -> axum::Router {
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.faults.scrape_fails.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "reference proxy: injected fault: stats unavailable\n").into_response();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.stats.render()).into_response()
 }
 

@@ -50,9 +50,16 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
 
 /// The run's verdict: an infrastructure failure (exit 3) outranks scenario failures (exit 1).
 pub fn exit_verdict(outcomes: &[Outcome]) -> Result<(), HarnessError> {
-    if let Some(o) = outcomes.iter().find(|o| matches!(o.verdict, Verdict::Broken(_))) {
-        let Verdict::Broken(why) = &o.verdict else { unreachable!() };
-        return Err(HarnessError::Infrastructure(anyhow::anyhow!("scenario {}: {why}", o.name)));
+    let broken: Vec<(&str, &str)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.verdict {
+            Verdict::Broken(why) => Some((o.name.as_str(), why.as_str())),
+            _ => None,
+        })
+        .collect();
+    // Name the scenario that saw the failure, not one that was cut short because of it.
+    if let Some((name, why)) = broken.iter().find(|(_, why)| !why.starts_with(crate::runner::NOT_RUN)).or(broken.first()) {
+        return Err(HarnessError::Infrastructure(anyhow::anyhow!("scenario {name}: {why}")));
     }
     let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count();
     if failed > 0 {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 pub use scenario::Timings;
 
+/// How the verdict of a scenario cut short by another's infrastructure failure begins.
+pub const NOT_RUN: &str = "not run to the end";
+
 /// How a scenario ended.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -85,7 +88,7 @@ pub async fn run_all(stack: &dyn Stack, scenarios: &[Scenario], opts: &RunOption
         if !outcomes.iter().any(|o| o.name == s.name()) {
             outcomes.push(Outcome {
                 name: s.name().to_string(),
-                verdict: Verdict::Broken("not run: the infrastructure failed in an earlier scenario".into()),
+                verdict: Verdict::Broken(format!("{NOT_RUN}: the infrastructure failed (see the first error)")),
                 duration: Duration::ZERO,
                 timings: Timings::default(),
                 diagnostics: None,
@@ -111,18 +114,29 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
     progress.started(&name);
     let install_started = Instant::now();
     let deadline = opts.timeouts.scenario;
-    let env = match tokio::time::timeout(deadline, stack.install_scenario(scenario)).await {
+    let installed = tokio::select! {
+        installed = tokio::time::timeout(deadline, stack.install_scenario(scenario)) => installed,
+        failure = infrastructure_failure(stack, deadline) => Ok(Err(failure)),
+    };
+    let env = match installed {
         Ok(Ok(env)) => env,
-        Ok(Err(e)) => return finish(progress, name, Verdict::Broken(format!("install: {e:#}")), started, Timings::default(), None),
+        Ok(Err(e)) => {
+            let why = with_cause(stack, format!("install: {e:#}")).await;
+            return finish(progress, name, Verdict::Broken(why), started, Timings::default(), None);
+        }
         Err(_) => return finish(progress, name, Verdict::Broken(format!("install did not finish within {deadline:?}")), started, Timings::default(), None),
     };
     let install = install_started.elapsed();
-    let observed = tokio::time::timeout(deadline.saturating_sub(install), scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone())).await;
+    let remaining = deadline.saturating_sub(install);
+    let observed = tokio::select! {
+        observed = tokio::time::timeout(remaining, scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone())) => observed,
+        failure = infrastructure_failure(stack, remaining) => Ok(Err(failure)),
+    };
     let (mut verdict, mut timings) = match observed {
         Ok(Ok(obs)) if obs.failures.is_empty() => (Verdict::Passed, obs.timings),
         Ok(Ok(obs)) => (Verdict::Failed(obs.failures), obs.timings),
-        Ok(Err(e)) => (Verdict::Broken(format!("{e:#}")), Timings::default()),
-        Err(_) => (Verdict::Broken(format!("scenario did not finish within its deadline of {deadline:?}")), Timings::default()),
+        Ok(Err(e)) => (Verdict::Broken(with_cause(stack, format!("{e:#}")).await), Timings::default()),
+        Err(_) => (Verdict::Broken(with_cause(stack, format!("scenario did not finish within its deadline of {deadline:?}")).await), Timings::default()),
     };
     timings.install = install;
     let mut diagnostics = None;
@@ -144,6 +158,33 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         };
     }
     finish(progress, name, verdict, started, timings, diagnostics)
+}
+
+/// Resolves with the stack's health error as soon as a part of it dies; stays pending while it is healthy.
+async fn infrastructure_failure(stack: &dyn Stack, within: Duration) -> anyhow::Error {
+    let failed = crate::wait::until("a failure of the stack's health check", within, || async move {
+        Ok(match stack.health().await {
+            Err(e) => crate::wait::Check::Met(e),
+            Ok(()) => crate::wait::Check::NotYet("healthy".into()),
+        })
+    })
+    .await;
+    match failed {
+        Ok(e) => e,
+        // Healthy for the whole deadline: the scenario's own timeout decides.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// `what` a scenario saw, led by the stack's own diagnosis (e.g. "Prometheus exited") when it has one.
+async fn with_cause(stack: &dyn Stack, what: String) -> String {
+    match stack.health().await {
+        Err(cause) => {
+            let cause = format!("{cause:#}");
+            if what.contains(&cause) { what } else { format!("{cause} (the scenario saw: {what})") }
+        }
+        Ok(()) => what,
+    }
 }
 
 fn finish(progress: &Progress, name: String, verdict: Verdict, started: Instant, timings: Timings, diagnostics: Option<PathBuf>) -> Outcome {

@@ -5,7 +5,7 @@
 
 use super::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack, StackOptions};
 use crate::prometheus::PrometheusProcess;
-use crate::proxy::{Faults, PolicyAttachment, ProxyConfig, ReferenceProxy};
+use crate::proxy::{Faults, PolicyAttachment, ProxyConfig, ProxyPorts, ReferenceProxy};
 use crate::rendered::{render_scrape_config, PodTarget, RenderedSet};
 use crate::scenario::{Capability, Scenario};
 use crate::timeouts::Timeouts;
@@ -30,12 +30,25 @@ pub struct LocalOptions {
     pub timeouts: Timeouts,
     /// Faults injected into the reference proxy (the harness's own negative tests).
     pub faults: Faults,
+    /// Fixed loopback ports (`None`: free ones); the fault tests occupy one to see the start fail.
+    pub ports: LocalPorts,
+}
+
+/// Loopback ports the local stack binds; `None` picks a free one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalPorts {
+    /// The reference proxy's data plane.
+    pub gateway: Option<u16>,
+    /// The reference proxy's admin (`/stats/prometheus`).
+    pub admin: Option<u16>,
+    /// Prometheus' web listener.
+    pub prometheus: Option<u16>,
 }
 
 impl LocalOptions {
     /// The local-stack part of the CLI's stack options.
     pub fn from_stack_options(o: &StackOptions) -> Self {
-        LocalOptions { rendered: o.rendered.clone(), scrape_interval: o.scrape_interval, timeouts: o.timeouts.clone(), faults: Faults::default() }
+        LocalOptions { rendered: o.rendered.clone(), scrape_interval: o.scrape_interval, timeouts: o.timeouts.clone(), faults: Faults::default(), ports: LocalPorts::default() }
     }
 }
 
@@ -62,6 +75,7 @@ impl LocalStack {
             gateway_namespace: GATEWAY_NAMESPACE.into(),
             audit_log: audit_log.clone(),
             faults: opts.faults.clone(),
+            ports: ProxyPorts { listen: opts.ports.gateway, admin: opts.ports.admin },
         })
         .await
         .context("start the reference proxy")?;
@@ -69,7 +83,7 @@ impl LocalStack {
         let target = PodTarget::envoy_gateway_proxy(admin_addr.to_string(), GATEWAY, GATEWAY_NAMESPACE);
         let prometheus_config = render_scrape_config(&rendered.podmonitor, &target, opts.scrape_interval)
             .context("translate the PodMonitor into a Prometheus scrape config")?;
-        let prometheus = PrometheusProcess::start(&prometheus_config, &opts.timeouts).await.context("start Prometheus")?;
+        let prometheus = PrometheusProcess::start_on(&prometheus_config, &opts.timeouts, opts.ports.prometheus).await.context("start Prometheus")?;
         let endpoints = Endpoints {
             gateway_url: format!("http://{}", proxy.listen_addr()),
             prometheus_url: prometheus.url().to_string(),
@@ -84,6 +98,23 @@ impl LocalStack {
             prometheus_config,
             _dir: dir,
         })
+    }
+
+    /// Prometheus' process id while it runs (fault tests kill it).
+    pub async fn prometheus_pid(&self) -> Option<u32> {
+        self.prometheus.lock().await.as_ref().and_then(PrometheusProcess::pid)
+    }
+
+    /// Prometheus' temporary directory (its command line names it, so a test can `pgrep -f` it).
+    pub async fn prometheus_dir(&self) -> Option<PathBuf> {
+        self.prometheus.lock().await.as_ref().map(|p| p.dir().to_path_buf())
+    }
+
+    /// Stops the reference proxy's listeners mid-run, as if the proxy died (fault tests).
+    pub async fn kill_proxy(&self) {
+        if let Some(proxy) = self.proxy.lock().await.as_ref() {
+            proxy.stop_listeners();
+        }
     }
 
     /// The scenario's policy namespace on this stack.
@@ -177,6 +208,21 @@ impl Stack for LocalStack {
         let audit = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
         let ours: Vec<&str> = audit.lines().filter(|l| l.contains(&env.scenario)).collect();
         write("audit-log.txt", ours.join("\n"))
+    }
+
+    async fn health(&self) -> Result<()> {
+        match self.prometheus.lock().await.as_mut() {
+            None => anyhow::bail!("Prometheus was shut down"),
+            Some(p) => {
+                if let Some(status) = p.exit_status()? {
+                    anyhow::bail!("Prometheus exited ({status}) during the run; its log ends with:\n{}", p.log_tail(10));
+                }
+            }
+        }
+        match self.proxy.lock().await.as_ref() {
+            None => anyhow::bail!("the reference proxy was shut down"),
+            Some(p) => p.health(),
+        }
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -69,6 +69,10 @@ pub trait Stack: Send + Sync {
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()>;
     /// Stops everything the stack started.
     async fn shutdown(&self) -> Result<()>;
+    /// `Err` naming the part that died (e.g. "Prometheus exited"); the runner polls it to fail fast.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Which stack `run` uses.
