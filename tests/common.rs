@@ -42,3 +42,134 @@ pub fn failures(outcome: &Outcome) -> String {
         other => panic!("scenario {} was expected to FAIL, got {other:?}", outcome.name),
     }
 }
+
+/// Pids of processes whose command line matches `pattern` (`pgrep -f`), the test process excluded.
+pub fn pgrep(pattern: &str) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").arg("-f").arg("--").arg(pattern).output().expect("run pgrep");
+    let me = std::process::id();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).filter(|p| *p != me).collect()
+}
+
+/// Asserts that no process's command line names `marker` (a path or port unique to one test).
+pub fn assert_no_process(marker: &str) {
+    let left = pgrep(marker);
+    assert!(left.is_empty(), "processes left behind matching {marker:?}: {left:?}");
+}
+
+/// `waf-e2e` run as a child with its own `TMPDIR`, its output collected line by line; ended on drop.
+pub struct Harness {
+    /// The child.
+    pub child: std::process::Child,
+    /// The `TMPDIR` it runs with (every temporary directory and Prometheus' command line sit under it).
+    pub tmp: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Starts `waf-e2e ARGS` in the crate root with a fresh `TMPDIR`.
+    pub fn spawn(args: &[&str]) -> Harness {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let tmp = tempfile::Builder::new().prefix("waf-e2e-test-").tempdir().expect("test TMPDIR");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
+            .args(args)
+            .current_dir(root())
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start waf-e2e");
+        let collect = |pipe: Box<dyn std::io::Read + Send>, into: std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    match line {
+                        Ok(l) => into.lock().unwrap_or_else(|p| p.into_inner()).push(l),
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        let stderr = std::sync::Arc::default();
+        let stdout = std::sync::Arc::default();
+        let readers = vec![
+            collect(Box::new(child.stderr.take().expect("stderr piped")), std::sync::Arc::clone(&stderr)),
+            collect(Box::new(child.stdout.take().expect("stdout piped")), std::sync::Arc::clone(&stdout)),
+        ];
+        Harness { child, tmp, stderr, stdout, readers }
+    }
+
+    /// The `TMPDIR` path as text (the marker to `pgrep -f` for).
+    pub fn marker(&self) -> String {
+        self.tmp.path().display().to_string()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with the output on timeout or early exit.
+    pub async fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let condition = format!("a stderr line containing {needle:?}");
+        let stderr = std::sync::Arc::clone(&self.stderr);
+        let child = &mut self.child;
+        let seen = waf_e2e::wait::until(&condition, timeout, || {
+            let found = stderr.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle));
+            let exited = child.try_wait();
+            async move {
+                Ok(match (found, exited?) {
+                    (true, _) => waf_e2e::wait::Check::Met(Ok(())),
+                    (false, Some(status)) => waf_e2e::wait::Check::Met(Err(status)),
+                    (false, None) => waf_e2e::wait::Check::NotYet("not yet".into()),
+                })
+            }
+        })
+        .await;
+        match seen {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => panic!("waf-e2e exited ({status}) before {condition}:\n{}\n{}", self.stdout(), self.stderr()),
+            Err(e) => panic!("{e:#}:\n{}", self.stderr()),
+        }
+    }
+
+    /// Waits for the child to exit and its output to be read; panics with the output on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        let status = waf_e2e::wait::until("waf-e2e to exit", timeout, || {
+            let exited = child.try_wait();
+            async move { Ok(match exited? { Some(s) => waf_e2e::wait::Check::Met(s), None => waf_e2e::wait::Check::NotYet("running".into()) }) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}:\n{}\n{}", self.stdout(), self.stderr()));
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).expect("signal waf-e2e");
+    }
+}
+
+impl Drop for Harness {
+    /// Ends the child and anything it started (found by the unique `TMPDIR` in their command lines), also when a test failed.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for pid in pgrep(&self.marker()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}

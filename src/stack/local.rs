@@ -215,7 +215,7 @@ impl Stack for LocalStack {
             None => anyhow::bail!("Prometheus was shut down"),
             Some(p) => {
                 if let Some(status) = p.exit_status()? {
-                    anyhow::bail!("Prometheus exited ({status}) during the run; its log ends with:\n{}", p.log_tail(10));
+                    anyhow::bail!("Prometheus exited ({status}) during the run; its log ends with:\n{}", p.log_tail(5));
                 }
             }
         }
