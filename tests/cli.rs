@@ -96,3 +96,106 @@ fn a_yaml_syntax_error_exits_2_with_its_location() {
 fn an_unknown_subcommand_exits_2() {
     assert_eq!(waf_e2e(&["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_wrong_type_exits_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "type.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: ok\n"));
+    let out = waf_e2e(&["validate", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:10:")) && err.contains("field `expect_status`"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_for_the_mode_exits_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "mode.yaml", &VALID.replace("  mode: On\n", "  mode: [On]\n"));
+    let out = waf_e2e(&["validate", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:4:")) && err.contains("field `mode`"), "{err}");
+}
+
+/// A scenario whose second directive has no `id`, which ModSecurity refuses to load.
+#[cfg(feature = "reference-proxy")]
+const REJECTED_RULE: &str = "name: bad-rule
+policy:
+  name: p
+  mode: On
+  rules:
+    directives: |
+      SecRule REQUEST_HEADERS:X-Attack \"@streq yes\" \"id:100001,phase:1,deny\"
+      SecRule REQUEST_HEADERS:X-Attack \"@streq yes\" \"phase:1,deny\"
+traffic:
+  - name: a
+    path: /
+    expect_status: 200
+expect:
+  no_decisions: true
+";
+
+#[cfg(feature = "reference-proxy")]
+#[test]
+fn directives_modsecurity_rejects_exit_2_at_validate_naming_the_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "rule.yaml", REJECTED_RULE);
+    let out = waf_e2e(&["validate", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:8:")) && err.contains("field `policy.rules.directives`") && err.contains("Rules must have an ID"), "{err}");
+}
+
+#[cfg(feature = "reference-proxy")]
+#[test]
+fn directives_modsecurity_rejects_stop_run_before_it_starts_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "rule.yaml", REJECTED_RULE);
+    let out = waf_e2e(&["run", "--stack", "local", "--scenarios", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:8:")) && err.contains("field `policy.rules.directives`"), "{err}");
+    assert!(!err.contains("scenario(s) on the"), "the run must not have begun: {err}");
+}
+
+/// `waf-e2e run --stack local --rendered PATH` on the shipped scenarios.
+#[cfg(feature = "reference-proxy")]
+fn run_rendered(path: &str) -> (Option<i32>, String) {
+    let out = waf_e2e(&["run", "--stack", "local", "--scenario", "benign-*", "--rendered", path]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[cfg(feature = "reference-proxy")]
+#[test]
+fn a_podmonitor_with_a_wrong_type_makes_run_exit_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(format!("{}/fixtures/rendered/podmonitor.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let line = shipped.lines().position(|l| l.trim() == "- port: metrics").expect("the shipped PodMonitor names port `metrics`") + 1;
+    let file = write(dir.path(), "podmonitor.yaml", &shipped.replace("- port: metrics", "- port: {name: metrics}"));
+    let (code, err) = run_rendered(&file);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:{line}:")) && err.contains("field `port`"), "{err}");
+}
+
+#[cfg(feature = "reference-proxy")]
+#[test]
+fn a_podmonitor_missing_its_selector_makes_run_exit_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pm.yaml", "apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nmetadata:\n  name: x\n  namespace: y\nspec:\n  podMetricsEndpoints:\n    - port: metrics\n");
+    let (code, err) = run_rendered(&file);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:7:")) && err.contains("field `selector`"), "{err}");
+}
+
+#[cfg(feature = "reference-proxy")]
+#[test]
+fn a_rendered_file_with_a_yaml_error_makes_run_exit_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["podmonitor.yaml", "globalnetworkpolicy.yaml"] {
+        std::fs::copy(format!("{}/fixtures/rendered/{f}", env!("CARGO_MANIFEST_DIR")), dir.path().join(f)).unwrap();
+    }
+    let file = write(dir.path(), "envoyproxy.yaml", "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata:\n  name: p\nspec:\n  extraArgs: [--log-path\n  logging: {}\n");
+    let (code, err) = run_rendered(&dir.path().display().to_string());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("{file}:")), "{err}");
+}

@@ -149,6 +149,19 @@ pub fn compile(crs: bool, directives: Option<&str>) -> Result<PolicyRules> {
     Ok(PolicyRules { rules })
 }
 
+/// Whether ModSecurity accepts `directives` loaded after the base settings (and the CRS when `crs`):
+/// `Ok(Err(why))` when it rejects them, `Err` when the rules around them cannot be loaded.
+pub fn check_directives(crs: bool, directives: &str) -> Result<std::result::Result<(), String>> {
+    let mut rules = Rules::new();
+    rules.add_plain(BASE_DIRECTIVES).map_err(|e| anyhow::anyhow!("{e}")).context("loading the proxy's base directives")?;
+    if crs {
+        for file in crs_files()? {
+            add_file(&mut rules, &file)?;
+        }
+    }
+    Ok(rules.add_plain(directives).map(|_| ()).map_err(|e| e.to_string().trim().to_string()))
+}
+
 fn add_file(rules: &mut Rules, file: &Path) -> Result<()> {
     // The crate panics on non-UTF-8 paths; CRS paths are ASCII, but check rather than trust.
     anyhow::ensure!(file.to_str().is_some(), "rule file path is not UTF-8: {}", file.display());

@@ -149,7 +149,7 @@ fn split_documents(text: &str) -> Vec<(u64, &str)> {
 type Parsed = (RenderedDocument, Option<PodMonitor>);
 
 fn parse_document(file: &Path, offset: u64, text: &str) -> Result<Parsed, InvalidInput> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| saphyr_problem(file, offset, &e))?;
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| saphyr_problem(file, offset, text, &e))?;
     let start = first_content_line(text) + offset;
     let doc_at = InputLocation { file: file.to_path_buf(), line: start, column: 1 };
     let Some(map) = value.as_object() else {
@@ -179,7 +179,7 @@ fn parse_document(file: &Path, offset: u64, text: &str) -> Result<Parsed, Invali
         if api_version != "monitoring.coreos.com/v1" {
             return Err(one(doc_at, "apiVersion", format!("`{api_version}`: a PodMonitor is monitoring.coreos.com/v1")));
         }
-        let pm: PodMonitor = serde_saphyr::from_str(text).map_err(|e| saphyr_problem(file, offset, &e))?;
+        let pm: PodMonitor = serde_saphyr::from_str(text).map_err(|e| saphyr_problem(file, offset, text, &e))?;
         validate(file, offset, &doc_at, &pm)?;
         podmonitor = Some(pm);
     }
@@ -233,10 +233,12 @@ fn first_content_line(text: &str) -> u64 {
         .map_or(1, |i| i as u64 + 1)
 }
 
-fn saphyr_problem(file: &Path, offset: u64, e: &serde_saphyr::Error) -> InvalidInput {
+fn saphyr_problem(file: &Path, offset: u64, text: &str, e: &serde_saphyr::Error) -> InvalidInput {
+    use crate::scenario::load::{key_at_line, without_location_prefix};
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     let message = e.to_string();
-    one(at(file, offset, &loc), &field_of_serde_message(&message), message.lines().next().unwrap_or_default().to_string())
+    let field = Some(field_of_serde_message(&message)).filter(|f| !f.is_empty()).unwrap_or_else(|| key_at_line(text, loc.line()));
+    one(at(file, offset, &loc), &field, without_location_prefix(message.lines().next().unwrap_or_default().to_string()))
 }
 
 fn at(file: &Path, offset: u64, loc: &Location) -> InputLocation {

@@ -45,7 +45,54 @@ pub fn load_file(path: &Path) -> Result<Scenario, InvalidInput> {
         field: String::new(),
         message: format!("cannot read: {e}"),
     }]))?;
-    parse(path, &text)
+    let scenario = parse(path, &text)?;
+    let problems = check_rules(path, &scenario);
+    if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }
+}
+
+/// Compiles the policy's directives with the reference proxy's ModSecurity, so a rule it rejects is
+/// invalid input (exit 2) at validation, before a run starts anything.
+#[cfg(feature = "reference-proxy")]
+fn check_rules(path: &Path, s: &Scenario) -> Vec<InputProblem> {
+    let Some(directives) = s.policy.rules.directives.as_ref().filter(|d| !d.value.trim().is_empty()) else {
+        return Vec::new();
+    };
+    match crate::proxy::waf::check_directives(s.policy.rules.crs, &directives.value) {
+        Ok(Ok(())) => Vec::new(),
+        Ok(Err(why)) => {
+            let (line_in_directives, why) = modsecurity_complaint(&why);
+            let at = &directives.referenced;
+            let mut loc = located(path, at);
+            if let Some(n) = line_in_directives.filter(|_| at.line() > 0) {
+                // A block scalar's value starts on its first content line; ModSecurity counts from 1 there.
+                loc.line = at.line() + n - 1;
+            }
+            let which = line_in_directives.map(|n| format!(" (line {n} of them)")).unwrap_or_default();
+            vec![InputProblem { at: loc, field: "policy.rules.directives".into(), message: format!("ModSecurity rejects the directives{which}: {why}") }]
+        }
+        // The CRS itself did not load: an environment problem, reported when the run compiles the policy.
+        Err(e) => {
+            tracing::warn!("could not check the directives of {}: {e:#}", path.display());
+            Vec::new()
+        }
+    }
+}
+
+/// ModSecurity's parse error without its noise (`Error adding plain rules...`, `File: 0x... at line: N`),
+/// and the 1-based line within the directives it names.
+#[cfg(feature = "reference-proxy")]
+fn modsecurity_complaint(raw: &str) -> (Option<u64>, String) {
+    let re = regex::Regex::new(r"\s*File: \S* at line: (\d+)\.?").expect("static regex");
+    let line = re.captures(raw).and_then(|c| c[1].parse::<u64>().ok()).filter(|n| *n > 0);
+    let text = re.replace_all(raw, "");
+    let text = text.trim_start_matches("Error adding plain rules to rule set:").trim();
+    (line, text.to_string())
+}
+
+/// Without the reference proxy there is no SecLang engine to check the directives with.
+#[cfg(not(feature = "reference-proxy"))]
+fn check_rules(_path: &Path, _s: &Scenario) -> Vec<InputProblem> {
+    Vec::new()
 }
 
 /// Parses and validates scenario text; `path` names it in messages.
@@ -200,7 +247,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// serde-saphyr starts its messages with `error: line L column C: `; the location is reported separately.
-fn without_location_prefix(line: String) -> String {
+pub(crate) fn without_location_prefix(line: String) -> String {
     let re = regex::Regex::new(r"^(error: )?line \d+ column \d+: ").expect("static regex");
     let message = re.replace(&line, "").into_owned();
     match message.as_str() {
@@ -210,7 +257,7 @@ fn without_location_prefix(line: String) -> String {
 }
 
 /// The mapping key written on `line` (1-based), for errors serde reports by position only.
-fn key_at_line(text: &str, line: u64) -> String {
+pub(crate) fn key_at_line(text: &str, line: u64) -> String {
     let Some(l) = usize::try_from(line).ok().and_then(|n| n.checked_sub(1)).and_then(|i| text.lines().nth(i)) else {
         return String::new();
     };
