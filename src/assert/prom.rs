@@ -95,12 +95,7 @@ impl PromClient {
         let resp = self.http.get(&url).query(params).send().await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();
         let body = resp.text().await.with_context(|| format!("read body of GET {url}"))?;
-        let parsed: ApiResponse<T> = serde_json::from_str(&body)
-            .with_context(|| format!("GET {url} answered {status} with a body that is not Prometheus API JSON: {}", truncate(&body, 300)))?;
-        if parsed.status != "success" {
-            bail!("GET {url} {params:?}: Prometheus answered {status}: {}", parsed.error);
-        }
-        parsed.data.with_context(|| format!("GET {url}: success without data"))
+        decode(&body).with_context(|| format!("GET {url} {params:?} answered {status}"))
     }
 
     /// Evaluates `query` at `at` (unix seconds; `None` = now) and returns the instant vector.
@@ -109,13 +104,8 @@ impl PromClient {
         if let Some(t) = at {
             params.push(("time", format!("{t:.3}")));
         }
-        match self.get::<QueryData>("/api/v1/query", &params).await? {
-            QueryData::Vector(items) => items
-                .into_iter()
-                .map(|i| Ok(Sample { labels: i.metric, value: parse_value(&i.value.1)? }))
-                .collect(),
-            _ => bail!("query `{query}` did not return an instant vector"),
-        }
+        let data = self.get::<QueryData>("/api/v1/query", &params).await?;
+        vector_of(data).with_context(|| format!("query `{query}`"))
     }
 
     /// The server's clock (unix seconds), so waits never depend on the local clock agreeing with it.
@@ -136,6 +126,33 @@ impl PromClient {
     pub async fn ready(&self) -> Result<bool> {
         let url = format!("{}/-/ready", self.base);
         Ok(self.http.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false))
+    }
+}
+
+/// Decodes a Prometheus HTTP API body: the `data` of a `success`, otherwise an error carrying Prometheus' own message.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T> {
+    let parsed: ApiResponse<T> = serde_json::from_str(body)
+        .with_context(|| format!("the body is not Prometheus API JSON: {}", truncate(body, 300)))?;
+    if parsed.status != "success" {
+        bail!("Prometheus answered status {:?}: {}", parsed.status, parsed.error);
+    }
+    parsed.data.context("Prometheus answered success without data")
+}
+
+/// The samples of an instant-query response body (`/api/v1/query`).
+pub fn decode_instant(body: &str) -> Result<Vec<Sample>> {
+    vector_of(decode(body)?)
+}
+
+/// The active targets of a `/api/v1/targets` response body.
+pub fn decode_targets(body: &str) -> Result<Vec<Target>> {
+    Ok(decode::<TargetsData>(body)?.active_targets)
+}
+
+fn vector_of(data: QueryData) -> Result<Vec<Sample>> {
+    match data {
+        QueryData::Vector(items) => items.into_iter().map(|i| Ok(Sample { labels: i.metric, value: parse_value(&i.value.1)? })).collect(),
+        _ => bail!("the result is not an instant vector"),
     }
 }
 
