@@ -7,6 +7,7 @@
 
 pub mod assert;
 pub mod error;
+pub mod kube;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
 pub mod rendered;
