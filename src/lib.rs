@@ -7,7 +7,7 @@
 
 pub mod assert;
 pub mod error;
-pub mod kube;
+pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
 pub mod rendered;
