@@ -45,6 +45,8 @@ pub struct Timeouts {
     pub tool_probe: Duration,
     /// `kind delete cluster`.
     pub cluster_delete: Duration,
+    /// A deleted Namespace (a scenario's) is gone.
+    pub namespace_deleted: Duration,
 }
 
 impl Default for Timeouts {
@@ -71,6 +73,7 @@ impl Default for Timeouts {
             download: s(120),
             tool_probe: s(5),
             cluster_delete: s(120),
+            namespace_deleted: s(120),
         }
     }
 }
