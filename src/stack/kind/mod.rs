@@ -11,6 +11,7 @@ pub mod plan;
 pub mod profile;
 pub mod rendered;
 pub mod secrets;
+pub mod steps;
 
 use crate::timeouts::Timeouts;
 use std::path::PathBuf;
