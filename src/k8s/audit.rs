@@ -56,7 +56,8 @@ pub fn detect_audit_source(pod: &Pod) -> AuditSource {
     let Some(envoy) = containers.iter().find(|c| c.name == ENVOY_CONTAINER) else {
         return AuditSource::LogStream { container: ENVOY_CONTAINER.into() };
     };
-    let Some(log_path) = log_path_arg(envoy.args.as_deref().unwrap_or_default()) else {
+    let command_line: Vec<String> = envoy.command.iter().flatten().chain(envoy.args.iter().flatten()).cloned().collect();
+    let Some(log_path) = log_path_arg(&command_line) else {
         return AuditSource::LogStream { container: ENVOY_CONTAINER.into() };
     };
     // The envoy mount holding the file (longest mountPath prefix), then a sibling mounting that volume.

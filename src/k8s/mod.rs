@@ -14,6 +14,6 @@ pub mod waits;
 pub(crate) mod testing;
 
 pub use apply::{apply_manifests, apply_manifests_crds_first, apply_parsed, delete_namespace, parse_manifests, AppliedObject, Manifest};
-pub use audit::{audit_cursor, audit_lines_since, AuditSource};
-pub use diagnostics::{dump_namespace, dump_objects};
-pub use portforward::{first_ready_pod, PortForward};
+pub use audit::{audit_cursor, audit_cursor_with, audit_lines_since, detect_audit_source, read_since, AuditSource};
+pub use diagnostics::{dump_namespace, dump_objects, write_collected};
+pub use portforward::{envoy_proxy_selector, first_ready_pod, PortForward};

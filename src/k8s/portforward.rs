@@ -3,6 +3,10 @@
 //! One port-forward stream per accepted connection, so a stream failing takes down one
 //! connection, not the listener. The accept loop and the byte copy are generic over the
 //! upstream so tests drive them with in-memory streams.
+//!
+//! kube's forwarder treats the end of our write side as the end of the port: a local client
+//! that half-closes (shutdown(Write)) before reading its response loses the response. HTTP
+//! clients (reqwest, curl) do not half-close, so gateway and Prometheus traffic is unaffected.
 
 use anyhow::{anyhow, bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
@@ -24,13 +28,29 @@ pub struct PortForward {
 
 impl PortForward {
     /// Binds `127.0.0.1:0` and forwards each accepted connection to `remote_port` of pod `namespace/pod`.
-    pub async fn start(client: Client, namespace: &str, pod: &str, remote_port: u16) -> Result<PortForward> {
+    pub async fn start(client: &Client, namespace: &str, pod: &str, remote_port: u16) -> Result<PortForward> {
         let target = format!("pod {namespace}/{pod} port {remote_port}");
-        let api: Api<Pod> = Api::namespaced(client, namespace);
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let pod = pod.to_string();
         let connect = move || {
             let (api, pod) = (api.clone(), pod.clone());
             async move { open_stream(&api, &pod, remote_port).await }
+        };
+        Self::serve(target, connect).await
+    }
+
+    /// Like [`PortForward::start`], but each connection goes to the first Ready pod matching
+    /// `selector` at that moment, so a replaced pod (rollout, restart) does not break the forward.
+    pub async fn start_for_selector(client: &Client, namespace: &str, selector: &str, remote_port: u16) -> Result<PortForward> {
+        first_ready_pod(client, namespace, selector).await?;
+        let target = format!("pods {selector:?} in {namespace} port {remote_port}");
+        let (client, ns, selector) = (client.clone(), namespace.to_string(), selector.to_string());
+        let connect = move || {
+            let (client, ns, selector) = (client.clone(), ns.clone(), selector.clone());
+            async move {
+                let pod = first_ready_pod(&client, &ns, &selector).await?;
+                open_stream(&Api::namespaced(client, &ns), &pod, remote_port).await
+            }
         };
         Self::serve(target, connect).await
     }
@@ -250,6 +270,16 @@ mod tests {
             .await
             .expect("the connection closes once the forward is dropped");
         assert!(n.map_or(true, |n| n == 0));
+    }
+
+    #[tokio::test]
+    async fn a_selector_forward_refuses_to_start_without_a_ready_pod() {
+        let api = crate::k8s::testing::MockApi::start(|r| {
+            assert_eq!(r.path, "/api/v1/namespaces/monitoring/pods");
+            crate::k8s::testing::ok(serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+        });
+        let err = PortForward::start_for_selector(&api.client, "monitoring", "app.kubernetes.io/name=prometheus", 9090).await.unwrap_err();
+        assert!(err.to_string().contains("no pod matches \"app.kubernetes.io/name=prometheus\" in namespace monitoring"), "{err}");
     }
 
     #[test]

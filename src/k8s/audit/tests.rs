@@ -168,3 +168,39 @@ async fn the_cursor_detects_the_source_from_the_pod_spec() {
     let cursor = audit_cursor(&mock.client, &[("gw".into(), "envoy-1".into())]).await.unwrap();
     assert_eq!(cursor.0.into_iter().collect::<Vec<_>>(), [("log:gw/envoy-1/envoy".to_string(), 0)]);
 }
+
+/// Runs the exec script with the local POSIX `sh` (dash here; busybox ash in a collector sidecar).
+fn run_script(path: &std::path::Path, from: i64, window: u64) -> (u64, u64, Vec<u8>) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", READ_SCRIPT, "sh", path.to_str().unwrap(), &from.to_string(), &window.to_string()])
+        .output()
+        .expect("a POSIX sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_read_output(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_exec_script_prints_the_size_then_the_bytes_from_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("envoy.log");
+    std::fs::write(&log, "first line\ncaf\u{e9} line\npartial").unwrap();
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(run_script(&log, 0, CURSOR_WINDOW), (size, 0, std::fs::read(&log).unwrap()));
+    assert_eq!(run_script(&log, 11, CURSOR_WINDOW).2, "caf\u{e9} line\npartial".as_bytes());
+    assert_eq!(run_script(&log, size as i64, CURSOR_WINDOW), (size, size, Vec::new()));
+    // beyond the end (the file shrank): size reported, no bytes, so the caller re-reads from 0
+    assert_eq!(run_script(&log, size as i64 + 100, CURSOR_WINDOW), (size, size + 100, Vec::new()));
+    // cursor mode: the last `window` bytes, aligned to the last complete line
+    let (s, from, bytes) = run_script(&log, -1, 12);
+    assert_eq!((s, from), (size, size - 12));
+    assert_eq!(align_cursor(from, &bytes), size - "partial".len() as u64);
+    let (_, from, _) = run_script(&log, -1, CURSOR_WINDOW);
+    assert_eq!(from, 0, "a file smaller than the window is read whole");
+}
+
+#[test]
+fn the_exec_script_fails_on_a_missing_file() {
+    let out = std::process::Command::new("sh").args(["-c", READ_SCRIPT, "sh", "/nonexistent/envoy.log", "0", "10"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
