@@ -215,6 +215,26 @@ pub async fn apply_manifests_crds_first(
     for crd in &applied {
         crate::k8s::waits::crd_established(client, &crd.name, crd_timeout).await?;
     }
+    // Discovery can lag a moment behind Established: wait until it serves the new kinds.
+    let new_groups: Vec<&str> = applied.iter().filter_map(|c| c.name.split_once('.').map(|(_, g)| g)).collect();
+    let mut pending: Vec<TypeMeta> = rest
+        .iter()
+        .filter(|m| m.api_version().split_once('/').is_some_and(|(g, _)| new_groups.contains(&g)))
+        .filter_map(|m| m.object.types.clone())
+        .collect();
+    pending.sort_by(|a, b| (&a.api_version, &a.kind).cmp(&(&b.api_version, &b.kind)));
+    pending.dedup();
+    for types in &pending {
+        let what = format!("discovery to serve {} {}", types.api_version, types.kind);
+        crate::wait::until(&what, crd_timeout, || async move {
+            Ok(match resolve_kind(client, types).await {
+                Ok(_) => crate::wait::Check::Met(()),
+                Err(e) => crate::wait::Check::NotYet(format!("{e:#}")),
+            })
+        })
+        .await
+        .with_context(|| format!("{source}: {what}"))?;
+    }
     applied.extend(apply_parsed(client, &rest, field_manager).await?);
     Ok(applied)
 }

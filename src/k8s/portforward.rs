@@ -28,9 +28,9 @@ pub struct PortForward {
 
 impl PortForward {
     /// Binds `127.0.0.1:0` and forwards each accepted connection to `remote_port` of pod `namespace/pod`.
-    pub async fn start(client: &Client, namespace: &str, pod: &str, remote_port: u16) -> Result<PortForward> {
+    pub async fn start(client: Client, namespace: &str, pod: &str, remote_port: u16) -> Result<PortForward> {
         let target = format!("pod {namespace}/{pod} port {remote_port}");
-        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let api: Api<Pod> = Api::namespaced(client, namespace);
         let pod = pod.to_string();
         let connect = move || {
             let (api, pod) = (api.clone(), pod.clone());
@@ -41,10 +41,10 @@ impl PortForward {
 
     /// Like [`PortForward::start`], but each connection goes to the first Ready pod matching
     /// `selector` at that moment, so a replaced pod (rollout, restart) does not break the forward.
-    pub async fn start_for_selector(client: &Client, namespace: &str, selector: &str, remote_port: u16) -> Result<PortForward> {
-        first_ready_pod(client, namespace, selector).await?;
+    pub async fn start_for_selector(client: Client, namespace: &str, selector: &str, remote_port: u16) -> Result<PortForward> {
+        first_ready_pod(&client, namespace, selector).await?;
         let target = format!("pods {selector:?} in {namespace} port {remote_port}");
-        let (client, ns, selector) = (client.clone(), namespace.to_string(), selector.to_string());
+        let (ns, selector) = (namespace.to_string(), selector.to_string());
         let connect = move || {
             let (client, ns, selector) = (client.clone(), ns.clone(), selector.clone());
             async move {
@@ -278,7 +278,7 @@ mod tests {
             assert_eq!(r.path, "/api/v1/namespaces/monitoring/pods");
             crate::k8s::testing::ok(serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
         });
-        let err = PortForward::start_for_selector(&api.client, "monitoring", "app.kubernetes.io/name=prometheus", 9090).await.unwrap_err();
+        let err = PortForward::start_for_selector(api.client.clone(), "monitoring", "app.kubernetes.io/name=prometheus", 9090).await.unwrap_err();
         assert!(err.to_string().contains("no pod matches \"app.kubernetes.io/name=prometheus\" in namespace monitoring"), "{err}");
     }
 

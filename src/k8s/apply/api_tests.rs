@@ -116,7 +116,8 @@ async fn a_rejected_apply_names_the_object() {
 
 #[tokio::test]
 async fn crds_are_applied_and_established_before_the_objects_that_need_them() {
-    let api = MockApi::start(|r| match (r.method.as_str(), r.path.as_str()) {
+    let discovery_calls = std::sync::atomic::AtomicUsize::new(0);
+    let api = MockApi::start(move |r| match (r.method.as_str(), r.path.as_str()) {
         ("GET", "/apis/apiextensions.k8s.io/v1") => {
             ok(resource_list("apiextensions.k8s.io/v1", &[("CustomResourceDefinition", "customresourcedefinitions", false)]))
         }
@@ -126,6 +127,8 @@ async fn crds_are_applied_and_established_before_the_objects_that_need_them() {
             "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced", "versions": []},
             "status": {"conditions": [{"type": "Established", "status": "True"}]}
         })),
+        // the first discovery after Established does not serve the kind yet
+        ("GET", "/apis/example.com/v1") if discovery_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => not_found(&r.path),
         ("GET", "/apis/example.com/v1") => ok(resource_list("example.com/v1", &[("Widget", "widgets", true)])),
         ("PATCH", _) => applied_echo(r),
         (m, p) => panic!("unexpected {m} {p}"),
