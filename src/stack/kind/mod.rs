@@ -11,7 +11,10 @@ pub mod plan;
 pub mod profile;
 pub mod rendered;
 pub mod secrets;
+pub mod stack;
 pub mod steps;
+
+pub use stack::KindStack;
 
 use crate::timeouts::Timeouts;
 use std::path::PathBuf;
