@@ -1,5 +1,6 @@
 //! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
 
+pub mod kind;
 pub mod local;
 
 use crate::scenario::{Capability, Scenario};

@@ -1,0 +1,84 @@
+//! The plan a kind run executes, printed without doing anything: snapshot of the default profile.
+
+use std::path::PathBuf;
+use waf_e2e::stack::kind::plan::{build_plan, PlanStep};
+use waf_e2e::stack::kind::ClusterOpts;
+
+fn scenarios() -> Vec<waf_e2e::scenario::Scenario> {
+    waf_e2e::scenario::load_paths(&[PathBuf::from("tests/fixtures/kind/scenarios")])
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+fn opts(cache: &std::path::Path) -> ClusterOpts {
+    ClusterOpts {
+        rendered: PathBuf::from("tests/fixtures/kind/rendered"),
+        cache_dir: Some(cache.to_path_buf()),
+        run_id: Some("abc123".into()),
+        ..ClusterOpts::default()
+    }
+}
+
+#[test]
+fn the_plan_of_the_default_profile_matches_the_snapshot() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    insta::assert_snapshot!("oss_plan", plan.to_string());
+}
+
+#[test]
+fn the_oss_profile_skips_a_would_block_scenario_with_the_reason() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    let skipped: Vec<&PlanStep> = plan.steps.iter().filter(|s| matches!(s, PlanStep::SkipScenario { .. })).collect();
+    assert_eq!(skipped.len(), 1);
+    let line = skipped[0].to_string();
+    assert!(line.contains("detect-xss") && line.contains("would_block_counter"), "{line}");
+}
+
+#[test]
+fn the_setup_steps_end_before_the_first_scenario_and_the_plan_ends_with_teardown() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    let setup: Vec<&PlanStep> = plan.setup_steps().collect();
+    assert!(matches!(setup[0], PlanStep::CreateCluster { name, .. } if name == "waf-e2e-abc123"));
+    assert!(matches!(setup.last().unwrap(), PlanStep::Wait { .. }));
+    assert!(matches!(plan.steps.last().unwrap(), PlanStep::Teardown { keep: false, .. }));
+    assert_eq!(plan.scrape_pool(), "podMonitor/monitoring/envoy-waf/0");
+}
+
+#[test]
+fn an_existing_cluster_without_installs_only_waits_and_forwards() {
+    let cache = tempfile::tempdir().unwrap();
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    let o = ClusterOpts { kubeconfig: Some(kubeconfig.path().into()), no_install: true, ..opts(cache.path()) };
+    let plan = build_plan(&o, &scenarios()).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, PlanStep::Fetch { .. } | PlanStep::ApplyDownload { .. } | PlanStep::AdjustEnvoyProxy { .. })));
+    assert!(plan.to_string().contains("teardown: delete the scenario namespaces"));
+}
+
+#[test]
+fn a_bad_kubeconfig_path_is_a_usage_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = ClusterOpts { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..opts(cache.path()) };
+    let err = build_plan(&o, &scenarios()).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+    assert_eq!(waf_e2e::error::HarnessError::classify(err).exit_code(), 2);
+}
+
+#[test]
+fn the_tigera_plan_never_contains_the_credentials() {
+    let cache = tempfile::tempdir().unwrap();
+    let secret_value = "LICENSE-SECRET-5b1e7c";
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), secret_value).unwrap();
+    // The plan names the variables only; it never reads them (set here to prove it).
+    std::env::set_var("TIGERA_LICENSE_FILE", file.path());
+    std::env::set_var("TIGERA_PULL_SECRET_FILE", file.path());
+    let plan = build_plan(&ClusterOpts { profile: "tigera".into(), ..opts(cache.path()) }, &scenarios()).unwrap();
+    let shown = format!("{plan}\n{plan:?}");
+    assert!(!shown.contains(secret_value));
+    assert!(shown.contains("$TIGERA_LICENSE_FILE (contents never shown)"), "{shown}");
+}
