@@ -4,32 +4,12 @@
 use super::cache::{Cache, LockFile};
 use super::profile::{lock_path, Install, Profile};
 use crate::error::HarnessError;
+pub use crate::stack::StackKind;
 use anyhow::{anyhow, Result};
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Where a run happens, for the prerequisites it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackKind {
-    /// A kind cluster created by the harness.
-    Kind,
-    /// An existing cluster (`--kubeconfig`/`--context`).
-    Cluster,
-    /// The local stack (Prometheus + reference proxy on loopback).
-    Local,
-}
-
-impl fmt::Display for StackKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StackKind::Kind => "kind",
-            StackKind::Cluster => "existing cluster",
-            StackKind::Local => "local",
-        })
-    }
-}
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
