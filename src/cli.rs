@@ -150,7 +150,9 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let kind = opts.kind;
     let progress = Progress::default();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
+    let started = std::time::Instant::now();
     let stack = stack::start(&opts, &scenarios).await.map_err(HarnessError::classify)?;
+    progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
     let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
     let outcomes = tokio::select! {
         outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
