@@ -82,3 +82,31 @@ fn the_tigera_plan_never_contains_the_credentials() {
     assert!(!shown.contains(secret_value));
     assert!(shown.contains("$TIGERA_LICENSE_FILE (contents never shown)"), "{shown}");
 }
+
+#[test]
+fn the_audit_reader_is_attached_once_the_proxy_pods_are_ready_and_before_any_traffic() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    let at = plan.steps.iter().position(|s| matches!(s, PlanStep::AttachAuditReader { .. })).expect("an audit reader step");
+    assert!(matches!(&plan.steps[at - 1], PlanStep::Wait { wait, .. } if wait.to_string().starts_with("pods envoy-gateway-system/")));
+    assert!(at < plan.steps.iter().position(|s| matches!(s, PlanStep::Scenario { .. })).unwrap());
+    let reader = plan.audit_reader().expect("the reader the stack uses");
+    assert_eq!(reader.image, "busybox:1.36");
+    assert_eq!(reader.running_timeout, waf_e2e::timeouts::Timeouts::default().audit_reader_running);
+}
+
+#[test]
+fn an_envoyproxy_logging_to_stderr_needs_no_audit_reader() {
+    let cache = tempfile::tempdir().unwrap();
+    let rendered = tempfile::tempdir().unwrap();
+    std::fs::copy("tests/fixtures/kind/rendered/podmonitor.yaml", rendered.path().join("podmonitor.yaml")).unwrap();
+    std::fs::write(
+        rendered.path().join("envoyproxy.yaml"),
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata:\n  name: waf-logging\n  namespace: waf-e2e-gateway\n\
+spec:\n  logging:\n    level:\n      default: warn\n      wasm: info\n",
+    )
+    .unwrap();
+    let plan = build_plan(&ClusterOpts { rendered: rendered.path().into(), ..opts(cache.path()) }, &scenarios()).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, PlanStep::AttachAuditReader { .. })), "{plan}");
+    assert!(plan.audit_reader().is_none());
+}

@@ -6,6 +6,7 @@ use super::cluster::{cluster_name, context_name, new_run_id};
 use super::objects::{self, ScenarioObjects};
 use super::profile::{lock_path, Download, Install, Profile, SecretKind, WaitSpec};
 use super::rendered::{ObjRef, RenderedSet};
+use super::steps::envoyproxy_log;
 use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::scenario::Scenario;
@@ -156,6 +157,18 @@ pub enum PlanStep {
         /// Pod port.
         port: u16,
     },
+    /// Attach an ephemeral audit-reader container to each proxy pod, mounting the volume that holds
+    /// envoy's `--log-path` file (the distroless envoy image cannot be exec'd), and wait for it to run.
+    AttachAuditReader {
+        /// The pinned reader image (profile `audit_reader.image`).
+        image: String,
+        /// The pod volume holding the log, as the rendered EnvoyProxy mounts it (`None`: found at run time).
+        volume: Option<String>,
+        /// Envoy's `--log-path`.
+        log_path: String,
+        /// Deadline for the reader to be running.
+        timeout: Duration,
+    },
     /// A scenario's objects are applied, waited for, and its traffic sent.
     Scenario {
         /// Scenario name.
@@ -216,6 +229,16 @@ impl Plan {
     /// The label selector of the Gateway's proxy pods.
     pub fn proxy_selector(&self) -> String {
         proxy_selector(&self.profile)
+    }
+
+    /// The audit reader the plan attaches to the proxy pods, if it has that step.
+    pub fn audit_reader(&self) -> Option<crate::k8s::AuditReader> {
+        self.steps.iter().find_map(|s| match s {
+            PlanStep::AttachAuditReader { image, timeout, .. } => {
+                Some(crate::k8s::AuditReader { image: image.clone(), running_timeout: *timeout })
+            }
+            _ => None,
+        })
     }
 }
 
@@ -311,6 +334,9 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
         }
     }
     steps.push(wait(WaitSpec::PodsReady(format!("{}/{}", gw.proxy_namespace, proxy_selector(&profile)))));
+    if let (Some(reader), Some((log_path, volume))) = (&profile.audit_reader, rendered_envoyproxy_log(&rendered)) {
+        steps.push(PlanStep::AttachAuditReader { image: reader.image.clone(), volume, log_path, timeout: t.audit_reader_running });
+    }
     for (name, port) in [("gateway", GATEWAY_CONTAINER_PORT), ("proxy-stats", PROXY_STATS_PORT)] {
         steps.push(PlanStep::PortForward {
             name: name.into(),
@@ -353,6 +379,16 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
     };
     steps.push(PlanStep::Teardown { cluster, keep: opts.keep });
     Ok(Plan { run_id, target, profile, rendered, root: opts.root.clone(), cache, steps })
+}
+
+/// Where the rendered EnvoyProxy makes envoy log (see [`envoyproxy_log`]); `None` without an EnvoyProxy.
+fn rendered_envoyproxy_log(rendered: &RenderedSet) -> Option<(String, Option<String>)> {
+    let ep = rendered.envoyproxy.as_ref()?;
+    rendered.files.iter().find(|f| f.objects.contains(ep)).and_then(|f| {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&f.text).ok()?;
+        let doc = docs.iter().find(|d| d["kind"] == "EnvoyProxy" && d["metadata"]["name"] == ep.name.as_str())?;
+        envoyproxy_log(doc)
+    })
 }
 
 fn relative(root: &Path, p: &Path) -> PathBuf {
@@ -416,6 +452,16 @@ impl fmt::Display for PlanStep {
             PlanStep::PortForward { name, namespace, pod, port } => {
                 write!(f, "port-forward {name}: 127.0.0.1:<ephemeral> -> {pod} in {namespace}, port {port}")
             }
+            PlanStep::AttachAuditReader { image, volume, log_path, timeout } => write!(
+                f,
+                "attach audit reader (ephemeral container {image} mounting {}) to each proxy pod, to read {log_path} \
+                 (the envoy image is distroless); wait up to {}s for it to run (needs Kubernetes >= 1.25 and patch on pods/ephemeralcontainers)",
+                match volume {
+                    Some(v) => format!("volume {v}"),
+                    None => format!("the pod volume holding {log_path}, found at run time"),
+                },
+                timeout.as_secs()
+            ),
             PlanStep::Scenario { name, objects, waits, requests } => {
                 write!(f, "scenario {name}: apply {} in namespace {}", objects.resources.join(", "), objects.namespace)?;
                 for (w, t) in waits {

@@ -3,6 +3,7 @@
 use super::rendered::ObjRef;
 use crate::wait::Check;
 use anyhow::{anyhow, Result};
+use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::Value;
 
 /// The gateway manifest with its `{{envoyproxy_ref}}` placeholder filled (parametersRef, or nothing).
@@ -28,6 +29,24 @@ pub fn envoyproxy_adjustment(target: &ObjRef) -> String {
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "ClusterIP"}}}}
     });
     serde_saphyr::to_string(&v).unwrap_or_default()
+}
+
+/// Where a rendered EnvoyProxy makes envoy log: `Some((log path, volume holding it))` for a
+/// `--log-path` in `spec.extraArgs` (volume `None` when no `envoyDeployment.container.volumeMounts`
+/// entry holds it), `None` when envoy logs to stderr.
+pub fn envoyproxy_log(envoyproxy: &Value) -> Option<(String, Option<String>)> {
+    let args: Vec<String> = envoyproxy
+        .pointer("/spec/extraArgs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let log_path = crate::k8s::audit::log_path_arg(&args)?;
+    let mounts: Vec<VolumeMount> = envoyproxy
+        .pointer("/spec/provider/kubernetes/envoyDeployment/container/volumeMounts")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default();
+    let volume = crate::k8s::audit::volume_holding(&log_path, &mounts).map(|v| v.volume);
+    Some((log_path, volume))
 }
 
 /// Splits `namespace/rest` (rest may itself contain `/`, e.g. a label selector).
@@ -124,6 +143,17 @@ mod tests {
         let v: Value = serde_saphyr::from_str(&envoyproxy_adjustment(&ep())).unwrap();
         assert_eq!(v["metadata"], json!({"name": "waf-logging", "namespace": "waf-e2e-gateway"}));
         assert_eq!(v["spec"], json!({"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "ClusterIP"}}}}));
+    }
+
+    #[test]
+    fn the_rendered_envoyproxy_names_the_log_file_and_the_volume_holding_it() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let rendered: Value = serde_saphyr::from_str(&std::fs::read_to_string(root.join("fixtures/rendered/envoyproxy.yaml")).unwrap()).unwrap();
+        assert_eq!(envoyproxy_log(&rendered), Some(("/access_logs/envoy.log".into(), Some("access-logs".into()))));
+        let no_volume = json!({"spec": {"extraArgs": ["--log-path=/tmp/envoy.log"]}});
+        assert_eq!(envoyproxy_log(&no_volume), Some(("/tmp/envoy.log".into(), None)));
+        let stderr = json!({"spec": {"logging": {"level": {"default": "warn"}}}});
+        assert_eq!(envoyproxy_log(&stderr), None);
     }
 
     #[test]
