@@ -1,18 +1,18 @@
 //! Pure pieces of executing plan steps: generated manifests, reference parsing, readiness checks.
 
-use super::rendered::ObjRef;
+use crate::k8s::AppliedObject;
 use crate::wait::Check;
 use anyhow::{anyhow, Result};
 use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::Value;
 
 /// The gateway manifest with its `{{envoyproxy_ref}}` placeholder filled (parametersRef, or nothing).
-pub fn gateway_manifest(template: &str, envoyproxy: Option<&ObjRef>) -> String {
+pub fn gateway_manifest(template: &str, envoyproxy: Option<&AppliedObject>) -> String {
     let fill = match envoyproxy {
         Some(e) => format!(
             "  parametersRef:\n    group: gateway.envoyproxy.io\n    kind: EnvoyProxy\n    name: {}\n    namespace: {}",
             serde_json::to_string(&e.name).unwrap_or_default(),
-            serde_json::to_string(&e.namespace).unwrap_or_default()
+            serde_json::to_string(e.namespace.as_deref().unwrap_or_default()).unwrap_or_default()
         ),
         None => String::new(),
     };
@@ -21,11 +21,11 @@ pub fn gateway_manifest(template: &str, envoyproxy: Option<&ObjRef>) -> String {
 
 /// The kind-only server-side apply that gives the EnvoyProxy a ClusterIP Service (kind has no LoadBalancer,
 /// and Envoy Gateway only marks a Gateway Programmed once it has an address).
-pub fn envoyproxy_adjustment(target: &ObjRef) -> String {
+pub fn envoyproxy_adjustment(target: &AppliedObject) -> String {
     let v = serde_json::json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyProxy",
-        "metadata": {"name": target.name, "namespace": target.namespace},
+        "metadata": {"name": target.name, "namespace": target.namespace.as_deref().unwrap_or_default()},
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "ClusterIP"}}}}
     });
     serde_saphyr::to_string(&v).unwrap_or_default()
@@ -123,8 +123,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ep() -> ObjRef {
-        ObjRef { kind: "EnvoyProxy".into(), name: "waf-logging".into(), namespace: "waf-e2e-gateway".into() }
+    fn ep() -> AppliedObject {
+        AppliedObject {
+            api_version: "gateway.envoyproxy.io/v1alpha1".into(),
+            kind: "EnvoyProxy".into(),
+            name: "waf-logging".into(),
+            namespace: Some("waf-e2e-gateway".into()),
+        }
     }
 
     #[test]
