@@ -47,6 +47,8 @@ pub struct Timeouts {
     pub cluster_delete: Duration,
     /// A deleted Namespace (a scenario's) is gone.
     pub namespace_deleted: Duration,
+    /// An ephemeral audit-reader container added to a proxy pod is running (image pull included).
+    pub audit_reader_running: Duration,
 }
 
 impl Default for Timeouts {
@@ -74,6 +76,7 @@ impl Default for Timeouts {
             tool_probe: s(5),
             cluster_delete: s(120),
             namespace_deleted: s(120),
+            audit_reader_running: s(120),
         }
     }
 }

@@ -82,3 +82,85 @@ fn the_tigera_plan_never_contains_the_credentials() {
     assert!(!shown.contains(secret_value));
     assert!(shown.contains("$TIGERA_LICENSE_FILE (contents never shown)"), "{shown}");
 }
+
+#[test]
+fn the_audit_reader_is_attached_once_the_proxy_pods_are_ready_and_before_any_traffic() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    let at = plan.steps.iter().position(|s| matches!(s, PlanStep::AttachAuditReader { .. })).expect("an audit reader step");
+    assert!(matches!(&plan.steps[at - 1], PlanStep::Wait { wait, .. } if wait.to_string().starts_with("pods envoy-gateway-system/")));
+    assert!(at < plan.steps.iter().position(|s| matches!(s, PlanStep::Scenario { .. })).unwrap());
+    let reader = plan.audit_reader().expect("the reader the stack uses");
+    assert_eq!(reader.image, "busybox:1.36");
+    assert_eq!(reader.running_timeout, waf_e2e::timeouts::Timeouts::default().audit_reader_running);
+}
+
+#[test]
+fn an_envoyproxy_logging_to_stderr_needs_no_audit_reader() {
+    let cache = tempfile::tempdir().unwrap();
+    let rendered = tempfile::tempdir().unwrap();
+    std::fs::copy("tests/fixtures/kind/rendered/podmonitor.yaml", rendered.path().join("podmonitor.yaml")).unwrap();
+    std::fs::write(
+        rendered.path().join("envoyproxy.yaml"),
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata:\n  name: waf-logging\n  namespace: waf-e2e-gateway\n\
+spec:\n  logging:\n    level:\n      default: warn\n      wasm: info\n",
+    )
+    .unwrap();
+    let plan = build_plan(&ClusterOpts { rendered: rendered.path().into(), ..opts(cache.path()) }, &scenarios()).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, PlanStep::AttachAuditReader { .. })), "{plan}");
+    assert!(plan.audit_reader().is_none());
+}
+
+fn plan_error(rendered: &std::path::Path) -> (String, i32) {
+    let cache = tempfile::tempdir().unwrap();
+    let err = build_plan(&ClusterOpts { rendered: rendered.into(), ..opts(cache.path()) }, &scenarios()).unwrap_err();
+    let text = format!("{err:#}");
+    (text, waf_e2e::error::HarnessError::classify(err).exit_code())
+}
+
+#[test]
+fn an_invalid_rendered_document_is_invalid_input_naming_its_file_and_line() {
+    let rendered = tempfile::tempdir().unwrap();
+    std::fs::copy("tests/fixtures/kind/rendered/podmonitor.yaml", rendered.path().join("podmonitor.yaml")).unwrap();
+    // the second document (line 6) has no kind
+    std::fs::write(rendered.path().join("others.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nmetadata:\n  name: b\n").unwrap();
+    let (text, code) = plan_error(rendered.path());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("others.yaml:6") && text.contains("kind"), "{text}");
+}
+
+#[test]
+fn a_rendered_directory_without_a_podmonitor_or_missing_is_invalid_input() {
+    let rendered = tempfile::tempdir().unwrap();
+    std::fs::copy("tests/fixtures/kind/rendered/envoyproxy.yaml", rendered.path().join("envoyproxy.yaml")).unwrap();
+    let (text, code) = plan_error(rendered.path());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no PodMonitor"), "{text}");
+    let (text, code) = plan_error(std::path::Path::new("/nonexistent/rendered"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("/nonexistent/rendered"), "{text}");
+}
+
+#[test]
+fn each_rendered_file_is_applied_as_one_step_listing_its_objects_in_order() {
+    let cache = tempfile::tempdir().unwrap();
+    let plan = build_plan(&opts(cache.path()), &scenarios()).unwrap();
+    let applied: Vec<(String, Vec<String>)> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            PlanStep::ApplyRendered { path, objects } => Some((path.display().to_string(), objects.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            (
+                "tests/fixtures/kind/rendered/envoyproxy.yaml".to_string(),
+                vec!["EnvoyProxy waf-e2e-gateway/waf-logging".to_string(), "GlobalNetworkPolicy allow-prometheus-to-envoy-stats".to_string()]
+            ),
+            ("tests/fixtures/kind/rendered/podmonitor.yaml".to_string(), vec!["PodMonitor monitoring/envoy-waf".to_string()]),
+        ]
+    );
+}

@@ -5,20 +5,21 @@
 //! the `envoy` container. Two sources work, chosen per pod by [`detect_audit_source`]:
 //!
 //! - [`AuditSource::File`]: exec `sh` in a container that mounts the same volume as the log
-//!   directory (e.g. a busybox collector sidecar on `/access_logs` added by the EnvoyProxy's
-//!   deployment patch). It needs `sh`, `wc` and `tail`. The cursor is a byte offset at the end of
-//!   the last complete line; reads return complete lines only and a file that shrank (rotated or
-//!   truncated) is read from 0 with a warning. Exact.
+//!   directory: a sidecar, or (what the kind stack does, leaving the EnvoyProxy under test alone)
+//!   an ephemeral busybox container that [`crate::k8s::audit_reader`] attaches to the running pod.
+//!   It needs `sh`, `wc` and `tail`. The cursor is a byte offset at the end of the last complete
+//!   line; reads return complete lines only and a file that shrank (rotated or truncated) is read
+//!   from 0 with a warning. Exact.
 //! - [`AuditSource::LogStream`]: the container's log stream, when envoy logs to stderr (no
 //!   `--log-path`). The cursor is the CRI timestamp (ns since the epoch) of the last complete line;
 //!   lines stamped later are returned. Lines sharing the cursor line's exact timestamp would be
 //!   missed, and kubelet serves only the current log file (rotation at 10Mi loses older lines).
 //!
-//! With `--log-path` and no sidecar, [`AuditSource::File`] in `envoy` itself is tried; it works
-//! only with a debug (non-distroless) envoy image, and its error says so.
+//! With `--log-path` and no container mounting its volume, [`AuditSource::File`] in `envoy` itself
+//! is tried; it works only with a debug (non-distroless) envoy image, and its error says so.
 
 use anyhow::{anyhow, bail, Context, Result};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, VolumeMount};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, AttachParams, LogParams};
 use kube::Client;
@@ -50,38 +51,114 @@ pub enum AuditSource {
     },
 }
 
-/// Chooses how to read the audit log of an Envoy Gateway proxy pod from its spec (see module docs).
-pub fn detect_audit_source(pod: &Pod) -> AuditSource {
+/// Where envoy writes its log, as the pod spec says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvoyLog {
+    /// No `--log-path`: envoy logs to stderr, read through the container's log stream.
+    Stderr,
+    /// `--log-path` on a pod volume, which another container can mount.
+    Volume(LogVolume),
+    /// `--log-path` on no volume (the image's own filesystem): only exec in `envoy` can read it.
+    RootFs {
+        /// The log file's path in the envoy container.
+        path: String,
+    },
+}
+
+/// A log file on a pod volume: which volume, and where the file is below the volume's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogVolume {
+    /// The log file's path in the envoy container (`/access_logs/envoy.log`).
+    pub log_path: String,
+    /// The pod volume holding it (`access-logs`).
+    pub volume: String,
+    /// The envoy mount's `subPath` (empty when the whole volume is mounted).
+    pub sub_path: String,
+    /// The file's path below the envoy mount (`envoy.log`).
+    pub rel: String,
+}
+
+impl LogVolume {
+    /// The file's path in a container with these mounts, if one of them mounts the volume (whole, or the same subPath).
+    pub fn path_in(&self, mounts: &[VolumeMount]) -> Option<String> {
+        let m = mounts.iter().find(|m| m.name == self.volume && m.sub_path_expr.is_none())?;
+        let theirs = m.sub_path.as_deref().unwrap_or("");
+        let base = m.mount_path.trim_end_matches('/');
+        if theirs == self.sub_path {
+            Some(format!("{base}/{}", self.rel))
+        } else if theirs.is_empty() {
+            Some(format!("{base}/{}/{}", self.sub_path.trim_matches('/'), self.rel))
+        } else {
+            None
+        }
+    }
+}
+
+/// Finds envoy's log in an Envoy Gateway proxy pod spec: stderr, a file on a volume, or a file on no volume.
+pub fn locate_envoy_log(pod: &Pod) -> EnvoyLog {
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
     let Some(envoy) = containers.iter().find(|c| c.name == ENVOY_CONTAINER) else {
-        return AuditSource::LogStream { container: ENVOY_CONTAINER.into() };
+        return EnvoyLog::Stderr;
     };
     let command_line: Vec<String> = envoy.command.iter().flatten().chain(envoy.args.iter().flatten()).cloned().collect();
     let Some(log_path) = log_path_arg(&command_line) else {
-        return AuditSource::LogStream { container: ENVOY_CONTAINER.into() };
+        return EnvoyLog::Stderr;
     };
-    // The envoy mount holding the file (longest mountPath prefix), then a sibling mounting that volume.
-    let mounts = envoy.volume_mounts.as_deref().unwrap_or_default();
-    let holding = mounts
-        .iter()
-        .filter(|m| path_under(&log_path, &m.mount_path).is_some())
-        .max_by_key(|m| m.mount_path.len());
-    if let Some(mount) = holding {
-        let rel = path_under(&log_path, &mount.mount_path).unwrap_or_default();
-        for c in containers.iter().filter(|c| c.name != ENVOY_CONTAINER) {
-            let sibling = c.volume_mounts.as_deref().unwrap_or_default().iter().find(|m| {
-                m.name == mount.name && m.sub_path.as_deref().unwrap_or("") == mount.sub_path.as_deref().unwrap_or("")
-            });
-            if let Some(m) = sibling {
-                let path = format!("{}/{}", m.mount_path.trim_end_matches('/'), rel);
-                return AuditSource::File { container: c.name.clone(), path };
-            }
-        }
+    match volume_holding(&log_path, envoy.volume_mounts.as_deref().unwrap_or_default()) {
+        Some(v) => EnvoyLog::Volume(v),
+        None => EnvoyLog::RootFs { path: log_path },
     }
-    AuditSource::File { container: ENVOY_CONTAINER.into(), path: log_path }
 }
 
-fn log_path_arg(args: &[String]) -> Option<String> {
+/// The volume of `mounts` (a container's) holding `log_path`: the mount with the longest mountPath prefix.
+pub fn volume_holding(log_path: &str, mounts: &[VolumeMount]) -> Option<LogVolume> {
+    let m = mounts
+        .iter()
+        .filter(|m| m.sub_path_expr.is_none() && path_under(log_path, &m.mount_path).is_some())
+        .max_by_key(|m| m.mount_path.len())?;
+    Some(LogVolume {
+        rel: path_under(log_path, &m.mount_path).unwrap_or_default(),
+        volume: m.name.clone(),
+        sub_path: m.sub_path.clone().unwrap_or_default(),
+        log_path: log_path.to_string(),
+    })
+}
+
+/// Names of the pod's ephemeral containers that are running now.
+pub fn running_ephemeral_containers(pod: &Pod) -> Vec<String> {
+    let statuses = pod.status.as_ref().and_then(|s| s.ephemeral_container_statuses.as_deref()).unwrap_or_default();
+    statuses.iter().filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some())).map(|s| s.name.clone()).collect()
+}
+
+/// Chooses how to read the audit log of an Envoy Gateway proxy pod from its spec and status (see module docs).
+///
+/// A file on a volume is read through a container that mounts the same volume: a regular sidecar
+/// first, else a running ephemeral container (the audit reader `crate::k8s::audit_reader` attaches).
+pub fn detect_audit_source(pod: &Pod) -> AuditSource {
+    let volume = match locate_envoy_log(pod) {
+        EnvoyLog::Stderr => return AuditSource::LogStream { container: ENVOY_CONTAINER.into() },
+        EnvoyLog::RootFs { path } => return AuditSource::File { container: ENVOY_CONTAINER.into(), path },
+        EnvoyLog::Volume(v) => v,
+    };
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    for c in containers.iter().filter(|c| c.name != ENVOY_CONTAINER) {
+        if let Some(path) = volume.path_in(c.volume_mounts.as_deref().unwrap_or_default()) {
+            return AuditSource::File { container: c.name.clone(), path };
+        }
+    }
+    let running = running_ephemeral_containers(pod);
+    let ephemeral = spec.and_then(|s| s.ephemeral_containers.as_deref()).unwrap_or_default();
+    for c in ephemeral.iter().filter(|c| running.contains(&c.name)) {
+        if let Some(path) = volume.path_in(c.volume_mounts.as_deref().unwrap_or_default()) {
+            return AuditSource::File { container: c.name.clone(), path };
+        }
+    }
+    AuditSource::File { container: ENVOY_CONTAINER.into(), path: volume.log_path }
+}
+
+/// The value of envoy's `--log-path` (`-l`) option in a command line, if given.
+pub fn log_path_arg(args: &[String]) -> Option<String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--log-path" || a == "-l" {
@@ -214,8 +291,9 @@ async fn exec_read(api: &Api<Pod>, pod: &str, container: &str, path: &str, from:
     let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
     let mut proc = api.exec(pod, cmd, &params).await.map_err(|e| {
         anyhow!(e).context(format!(
-            "{what}: exec failed; the envoy image is distroless (no sh): mount the log volume into a \
-             container with sh/wc/tail, or let envoy log to stderr (no --log-path) for the log-stream source"
+            "{what}: exec failed; the envoy image is distroless (no sh): read the log volume from a container \
+             with sh/wc/tail (the kind stack attaches an ephemeral audit reader: Kubernetes >= 1.25 and \
+             permission to patch pods/ephemeralcontainers), or let envoy log to stderr (no --log-path)"
         ))
     })?;
     let (mut out, mut err) = (proc.stdout().ok_or_else(|| anyhow!("{what}: no stdout"))?, proc.stderr().ok_or_else(|| anyhow!("{what}: no stderr"))?);

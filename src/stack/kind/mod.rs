@@ -9,7 +9,6 @@ pub mod doctor;
 pub mod objects;
 pub mod plan;
 pub mod profile;
-pub mod rendered;
 pub mod secrets;
 pub mod stack;
 pub mod steps;

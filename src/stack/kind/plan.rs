@@ -5,9 +5,11 @@ use super::cache::{Cache, CacheState, LockFile};
 use super::cluster::{cluster_name, context_name, new_run_id};
 use super::objects::{self, ScenarioObjects};
 use super::profile::{lock_path, Download, Install, Profile, SecretKind, WaitSpec};
-use super::rendered::{ObjRef, RenderedSet};
+use super::steps::envoyproxy_log;
 use super::ClusterOpts;
 use crate::error::HarnessError;
+use crate::k8s::AppliedObject;
+use crate::rendered::{RenderedDocument, RenderedSet};
 use crate::scenario::Scenario;
 use anyhow::Result;
 use std::fmt;
@@ -127,7 +129,7 @@ pub enum PlanStep {
     /// kind only: set the EnvoyProxy's Service to ClusterIP (kind has no LoadBalancer; the Gateway needs an address).
     AdjustEnvoyProxy {
         /// The EnvoyProxy (rendered, or the harness' own when none is rendered).
-        target: ObjRef,
+        target: AppliedObject,
         /// True when the harness creates it.
         create: bool,
     },
@@ -136,7 +138,7 @@ pub enum PlanStep {
         /// The manifest file.
         path: PathBuf,
         /// The EnvoyProxy the GatewayClass references, if any.
-        envoyproxy: Option<ObjRef>,
+        envoyproxy: Option<AppliedObject>,
     },
     /// Wait for a named condition.
     Wait {
@@ -155,6 +157,18 @@ pub enum PlanStep {
         pod: PodRef,
         /// Pod port.
         port: u16,
+    },
+    /// Attach an ephemeral audit-reader container to each proxy pod, mounting the volume that holds
+    /// envoy's `--log-path` file (the distroless envoy image cannot be exec'd), and wait for it to run.
+    AttachAuditReader {
+        /// The pinned reader image (profile `audit_reader.image`).
+        image: String,
+        /// The pod volume holding the log, as the rendered EnvoyProxy mounts it (`None`: found at run time).
+        volume: Option<String>,
+        /// Envoy's `--log-path`.
+        log_path: String,
+        /// Deadline for the reader to be running.
+        timeout: Duration,
     },
     /// A scenario's objects are applied, waited for, and its traffic sent.
     Scenario {
@@ -194,6 +208,8 @@ pub struct Plan {
     pub profile: Profile,
     /// The rendered resources under test.
     pub rendered: RenderedSet,
+    /// Where they were read from (`--rendered`).
+    pub rendered_dir: PathBuf,
     /// The repository root holding `kind/`.
     pub root: PathBuf,
     /// The manifest cache.
@@ -210,12 +226,22 @@ impl Plan {
 
     /// The scrape pool of the rendered PodMonitor.
     pub fn scrape_pool(&self) -> String {
-        self.rendered.scrape_pool()
+        self.rendered.podmonitor.job_name(0)
     }
 
     /// The label selector of the Gateway's proxy pods.
     pub fn proxy_selector(&self) -> String {
         proxy_selector(&self.profile)
+    }
+
+    /// The audit reader the plan attaches to the proxy pods, if it has that step.
+    pub fn audit_reader(&self) -> Option<crate::k8s::AuditReader> {
+        self.steps.iter().find_map(|s| match s {
+            PlanStep::AttachAuditReader { image, timeout, .. } => {
+                Some(crate::k8s::AuditReader { image: image.clone(), running_timeout: *timeout })
+            }
+            _ => None,
+        })
     }
 }
 
@@ -251,6 +277,7 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
     let target = target_from(opts, &run_id)?;
     let profile = Profile::load(&opts.root, &opts.profile)?;
     let rendered = RenderedSet::load(&opts.rendered)?;
+    let rendered_envoyproxy = rendered.documents.iter().find(|d| d.kind == "EnvoyProxy");
     let lock = LockFile::load(&lock_path(&opts.root, &profile.name))?;
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(super::cache::default_dir), opts.timeouts.download);
     let template = objects::load_template(&opts.root, &profile)?;
@@ -285,8 +312,8 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
                 }
                 Install::Secret { kind, env } => steps.push(PlanStep::ApplySecret { kind: *kind, env: env.clone() }),
                 Install::Rendered => {
-                    for f in &rendered.files {
-                        steps.push(PlanStep::ApplyRendered { path: f.path.clone(), objects: f.objects.iter().map(ToString::to_string).collect() });
+                    for (path, objects) in rendered_files(&rendered) {
+                        steps.push(PlanStep::ApplyRendered { path, objects });
                     }
                 }
                 Install::Gateway => {
@@ -294,14 +321,15 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
                         .map(|t| t.contains("{{envoyproxy_ref}}"))
                         .unwrap_or(false);
                     let envoyproxy = wires_envoyproxy.then(|| {
-                        rendered.envoyproxy.clone().unwrap_or_else(|| ObjRef {
+                        rendered_envoyproxy.map(object_of).unwrap_or_else(|| AppliedObject {
+                            api_version: "gateway.envoyproxy.io/v1alpha1".into(),
                             kind: "EnvoyProxy".into(),
                             name: FALLBACK_ENVOYPROXY.into(),
-                            namespace: gw.namespace.clone(),
+                            namespace: Some(gw.namespace.clone()),
                         })
                     });
                     if let (true, Some(ep)) = (target.is_kind(), &envoyproxy) {
-                        steps.push(PlanStep::AdjustEnvoyProxy { target: ep.clone(), create: rendered.envoyproxy.is_none() });
+                        steps.push(PlanStep::AdjustEnvoyProxy { target: ep.clone(), create: rendered_envoyproxy.is_none() });
                     }
                     steps.push(PlanStep::ApplyGateway { path: gw.manifest.clone(), envoyproxy });
                     steps.push(wait(WaitSpec::GatewayClassAccepted(gw.class.clone())));
@@ -311,6 +339,9 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
         }
     }
     steps.push(wait(WaitSpec::PodsReady(format!("{}/{}", gw.proxy_namespace, proxy_selector(&profile)))));
+    if let (Some(reader), Some((log_path, volume))) = (&profile.audit_reader, rendered_envoyproxy.and_then(|d| envoyproxy_log(&d.value))) {
+        steps.push(PlanStep::AttachAuditReader { image: reader.image.clone(), volume, log_path, timeout: t.audit_reader_running });
+    }
     for (name, port) in [("gateway", GATEWAY_CONTAINER_PORT), ("proxy-stats", PROXY_STATS_PORT)] {
         steps.push(PlanStep::PortForward {
             name: name.into(),
@@ -325,7 +356,7 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
         pod: PodRef::Name(format!("prometheus-{}-0", profile.prometheus.name)),
         port: PROMETHEUS_PORT,
     });
-    steps.push(wait(WaitSpec::ScrapeTargetUp(rendered.scrape_pool())));
+    steps.push(wait(WaitSpec::ScrapeTargetUp(rendered.podmonitor.job_name(0))));
 
     for s in scenarios {
         let missing = profile.missing(&s.needs());
@@ -352,7 +383,24 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
         _ => None,
     };
     steps.push(PlanStep::Teardown { cluster, keep: opts.keep });
-    Ok(Plan { run_id, target, profile, rendered, root: opts.root.clone(), cache, steps })
+    Ok(Plan { run_id, target, profile, rendered, rendered_dir: opts.rendered.clone(), root: opts.root.clone(), cache, steps })
+}
+
+/// A rendered document's identity, as the apply steps and messages name it.
+pub fn object_of(doc: &RenderedDocument) -> AppliedObject {
+    AppliedObject { api_version: doc.api_version.clone(), kind: doc.kind.clone(), namespace: doc.namespace.clone(), name: doc.name.clone() }
+}
+
+/// The rendered files in load order (sorted by name), each with the objects it holds, in order.
+fn rendered_files(rendered: &RenderedSet) -> Vec<(PathBuf, Vec<String>)> {
+    let mut files: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    for doc in &rendered.documents {
+        match files.last_mut() {
+            Some((path, objects)) if *path == doc.file => objects.push(object_of(doc).to_string()),
+            _ => files.push((doc.file.clone(), vec![object_of(doc).to_string()])),
+        }
+    }
+    files
 }
 
 fn relative(root: &Path, p: &Path) -> PathBuf {
@@ -416,6 +464,16 @@ impl fmt::Display for PlanStep {
             PlanStep::PortForward { name, namespace, pod, port } => {
                 write!(f, "port-forward {name}: 127.0.0.1:<ephemeral> -> {pod} in {namespace}, port {port}")
             }
+            PlanStep::AttachAuditReader { image, volume, log_path, timeout } => write!(
+                f,
+                "attach audit reader (ephemeral container {image} mounting {}) to each proxy pod, to read {log_path} \
+                 (the envoy image is distroless); wait up to {}s for it to run (needs Kubernetes >= 1.25 and patch on pods/ephemeralcontainers)",
+                match volume {
+                    Some(v) => format!("volume {v}"),
+                    None => format!("the pod volume holding {log_path}, found at run time"),
+                },
+                timeout.as_secs()
+            ),
             PlanStep::Scenario { name, objects, waits, requests } => {
                 write!(f, "scenario {name}: apply {} in namespace {}", objects.resources.join(", "), objects.namespace)?;
                 for (w, t) in waits {
@@ -438,7 +496,7 @@ impl fmt::Display for PlanStep {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plan of a run: profile {} ({}), run id {}", self.profile.name, self.profile.description, self.run_id)?;
-        writeln!(f, "scrape pool: {}; rendered resources from {}", self.scrape_pool(), self.rendered.dir.display())?;
+        writeln!(f, "scrape pool: {}; rendered resources from {}", self.scrape_pool(), self.rendered_dir.display())?;
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {step}", i + 1)?;
         }

@@ -25,6 +25,8 @@ pub struct Profile {
     pub waf: WafSpec,
     /// Ordered install steps.
     pub installs: Vec<Install>,
+    /// The ephemeral container that reads envoy's log file (`--log-path`) on the proxy pods, if configured.
+    pub audit_reader: Option<AuditReaderSpec>,
     /// The file the profile was read from.
     pub file: PathBuf,
 }
@@ -53,6 +55,14 @@ pub struct PrometheusSpec {
     pub name: String,
     /// Prometheus CR namespace.
     pub namespace: String,
+}
+
+/// The audit reader attached to each proxy pod as an ephemeral container (see `crate::k8s::audit_reader`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditReaderSpec {
+    /// Image with `sh`, `wc` and `tail`, pinned by tag or digest (e.g. `busybox:1.36`).
+    pub image: String,
 }
 
 /// How the WAF policy of a scenario is rendered for this profile.
@@ -202,6 +212,8 @@ struct RawProfile {
     prometheus: PrometheusSpec,
     waf: WafSpec,
     installs: Vec<RawInstall>,
+    #[serde(default)]
+    audit_reader: Option<AuditReaderSpec>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +317,15 @@ impl Profile {
                 });
             }
         }
+        if let Some(reader) = &raw.audit_reader {
+            if let Err(message) = check_pinned(&reader.image) {
+                problems.push(InputProblem {
+                    at: InputLocation { file: file.to_path_buf(), line: 0, column: 0 },
+                    field: "audit_reader.image".into(),
+                    message,
+                });
+            }
+        }
         if !problems.is_empty() {
             return Err(InvalidInput(problems));
         }
@@ -316,6 +337,7 @@ impl Profile {
             prometheus: raw.prometheus,
             waf: raw.waf,
             installs,
+            audit_reader: raw.audit_reader,
             file: file.to_path_buf(),
         })
     }
@@ -331,6 +353,18 @@ impl Profile {
     /// Capabilities `needs` asks for that this profile lacks.
     pub fn missing(&self, needs: &[Capability]) -> Vec<Capability> {
         needs.iter().filter(|c| !self.capabilities.contains(c)).copied().collect()
+    }
+}
+
+/// An image reference pinned by a tag other than `latest`, or by digest.
+fn check_pinned(image: &str) -> Result<(), String> {
+    if image.contains("@sha256:") {
+        return Ok(());
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() && tag != "latest" => Ok(()),
+        _ => Err(format!("`{image}` is not pinned: give a tag other than `latest` (busybox:1.36) or a digest")),
     }
 }
 
@@ -430,6 +464,27 @@ prometheus: {name: p, namespace: m}\nwaf: {template: t.yaml}\n";
         let err = Profile::parse(Path::new("x.yaml"), &text).unwrap_err().to_string();
         assert!(err.contains("installs[0]") && err.contains("needs `url`"), "{err}");
         assert!(err.contains("installs[1]") && err.contains("64 lowercase hex"), "{err}");
+    }
+
+    #[test]
+    fn both_profiles_pin_the_audit_reader_image() {
+        for name in ["oss", "tigera"] {
+            let p = Profile::load(&root(), name).unwrap();
+            assert_eq!(p.audit_reader.map(|r| r.image).as_deref(), Some("busybox:1.36"), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unpinned_audit_reader_image_is_rejected() {
+        for image in ["busybox", "busybox:latest", "registry:5000/busybox"] {
+            let text = format!("{HEAD}audit_reader: {{image: \"{image}\"}}\ninstalls:\n  - rendered\n  - gateway\n");
+            let err = Profile::parse(Path::new("x.yaml"), &text).unwrap_err().to_string();
+            assert!(err.contains("audit_reader.image") && err.contains("not pinned"), "{image}: {err}");
+        }
+        for image in ["busybox:1.36", "registry:5000/busybox:1.36", "busybox@sha256:0123"] {
+            let text = format!("{HEAD}audit_reader: {{image: \"{image}\"}}\ninstalls:\n  - rendered\n  - gateway\n");
+            assert!(Profile::parse(Path::new("x.yaml"), &text).is_ok(), "{image}");
+        }
     }
 
     #[test]

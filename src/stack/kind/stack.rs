@@ -14,7 +14,7 @@ use super::secrets;
 use super::steps::{envoyproxy_adjustment, gateway_manifest, policy_accepted, scrub, split_ref, target_up};
 use super::ClusterOpts;
 use crate::error::HarnessError;
-use crate::k8s::{self, AppliedObject, PortForward};
+use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
 use crate::scenario::{Capability, Scenario};
 use crate::stack::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack};
 use crate::timeouts::Timeouts;
@@ -44,6 +44,7 @@ pub struct KindStack {
     http: reqwest::Client,
     applied: Mutex<BTreeMap<String, Vec<AppliedObject>>>,
     last_cursor: Mutex<Option<AuditCursor>>,
+    audit_reader: Option<AuditReader>,
 }
 
 impl std::fmt::Debug for KindStack {
@@ -123,6 +124,7 @@ impl KindStack {
         .to_string();
         let mut applied = BTreeMap::new();
         applied.insert(String::new(), applied_setup);
+        let audit_reader = plan.audit_reader();
         Ok(KindStack {
             stats_url: stats.url(),
             forwards: vec![gateway, stats, prometheus],
@@ -136,6 +138,7 @@ impl KindStack {
             http: reqwest::Client::builder().build()?,
             applied: Mutex::new(applied),
             last_cursor: Mutex::new(None),
+            audit_reader,
             plan,
         })
     }
@@ -150,14 +153,16 @@ impl KindStack {
         &self.client
     }
 
-    async fn proxy_pods(&self) -> Result<Vec<(String, String)>> {
-        let ns = &self.plan.profile.gateway.proxy_namespace;
-        let pods = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default().labels(&self.plan.proxy_selector()))
-            .await
-            .with_context(|| format!("list proxy pods in {ns}"))?;
-        Ok(pods.items.into_iter().filter_map(|p| p.metadata.name).map(|n| (ns.clone(), n)).collect())
-    }
+}
+
+/// The Gateway's proxy pods, as (namespace, name).
+async fn proxy_pods(client: &Client, plan: &Plan) -> Result<Vec<(String, String)>> {
+    let ns = &plan.profile.gateway.proxy_namespace;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&plan.proxy_selector()))
+        .await
+        .with_context(|| format!("list proxy pods in {ns}"))?;
+    Ok(pods.items.into_iter().filter_map(|p| p.metadata.name).map(|n| (ns.clone(), n)).collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -207,6 +212,17 @@ async fn execute(
             applied.extend(k8s::apply_manifests(client, &text, &path.display().to_string(), FIELD_MANAGER).await?);
         }
         PlanStep::Wait { wait, timeout } => run_wait(client, wait, *timeout, forwards).await?,
+        PlanStep::AttachAuditReader { image, timeout, .. } => {
+            // NOT RUN here: needs Kubernetes >= 1.25 and permission to patch pods/ephemeralcontainers.
+            let reader = AuditReader { image: image.clone(), running_timeout: *timeout };
+            let pods = proxy_pods(client, plan).await?;
+            if pods.is_empty() {
+                return Err(anyhow!("no proxy pods match {} in {}", plan.proxy_selector(), plan.profile.gateway.proxy_namespace));
+            }
+            for (ns, pod, source) in k8s::audit_sources(client, &pods, Some(&reader)).await? {
+                tracing::info!(%ns, %pod, ?source, "audit log source");
+            }
+        }
         PlanStep::PortForward { name, namespace, pod, port } => {
             // A selector forward follows the selector, so a restarted proxy pod is picked up again.
             let pf = match pod {
@@ -347,7 +363,10 @@ impl Stack for KindStack {
     }
 
     async fn audit_cursor(&self) -> Result<AuditCursor> {
-        let cursor = k8s::audit_cursor(&self.client, &self.proxy_pods().await?).await?;
+        // With the plan's audit reader, a proxy pod that was replaced since setup gets a reader too.
+        let pods = proxy_pods(&self.client, &self.plan).await?;
+        let sources = k8s::audit_sources(&self.client, &pods, self.audit_reader.as_ref()).await?;
+        let cursor = k8s::audit_cursor_with(&self.client, &sources).await?;
         *self.last_cursor.lock().map_err(|_| anyhow!("poisoned"))? = Some(cursor.clone());
         Ok(cursor)
     }

@@ -1,17 +1,18 @@
 //! Pure pieces of executing plan steps: generated manifests, reference parsing, readiness checks.
 
-use super::rendered::ObjRef;
+use crate::k8s::AppliedObject;
 use crate::wait::Check;
 use anyhow::{anyhow, Result};
+use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::Value;
 
 /// The gateway manifest with its `{{envoyproxy_ref}}` placeholder filled (parametersRef, or nothing).
-pub fn gateway_manifest(template: &str, envoyproxy: Option<&ObjRef>) -> String {
+pub fn gateway_manifest(template: &str, envoyproxy: Option<&AppliedObject>) -> String {
     let fill = match envoyproxy {
         Some(e) => format!(
             "  parametersRef:\n    group: gateway.envoyproxy.io\n    kind: EnvoyProxy\n    name: {}\n    namespace: {}",
             serde_json::to_string(&e.name).unwrap_or_default(),
-            serde_json::to_string(&e.namespace).unwrap_or_default()
+            serde_json::to_string(e.namespace.as_deref().unwrap_or_default()).unwrap_or_default()
         ),
         None => String::new(),
     };
@@ -20,14 +21,32 @@ pub fn gateway_manifest(template: &str, envoyproxy: Option<&ObjRef>) -> String {
 
 /// The kind-only server-side apply that gives the EnvoyProxy a ClusterIP Service (kind has no LoadBalancer,
 /// and Envoy Gateway only marks a Gateway Programmed once it has an address).
-pub fn envoyproxy_adjustment(target: &ObjRef) -> String {
+pub fn envoyproxy_adjustment(target: &AppliedObject) -> String {
     let v = serde_json::json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyProxy",
-        "metadata": {"name": target.name, "namespace": target.namespace},
+        "metadata": {"name": target.name, "namespace": target.namespace.as_deref().unwrap_or_default()},
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "ClusterIP"}}}}
     });
     serde_saphyr::to_string(&v).unwrap_or_default()
+}
+
+/// Where a rendered EnvoyProxy makes envoy log: `Some((log path, volume holding it))` for a
+/// `--log-path` in `spec.extraArgs` (volume `None` when no `envoyDeployment.container.volumeMounts`
+/// entry holds it), `None` when envoy logs to stderr.
+pub fn envoyproxy_log(envoyproxy: &Value) -> Option<(String, Option<String>)> {
+    let args: Vec<String> = envoyproxy
+        .pointer("/spec/extraArgs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let log_path = crate::k8s::audit::log_path_arg(&args)?;
+    let mounts: Vec<VolumeMount> = envoyproxy
+        .pointer("/spec/provider/kubernetes/envoyDeployment/container/volumeMounts")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default();
+    let volume = crate::k8s::audit::volume_holding(&log_path, &mounts).map(|v| v.volume);
+    Some((log_path, volume))
 }
 
 /// Splits `namespace/rest` (rest may itself contain `/`, e.g. a label selector).
@@ -104,8 +123,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ep() -> ObjRef {
-        ObjRef { kind: "EnvoyProxy".into(), name: "waf-logging".into(), namespace: "waf-e2e-gateway".into() }
+    fn ep() -> AppliedObject {
+        AppliedObject {
+            api_version: "gateway.envoyproxy.io/v1alpha1".into(),
+            kind: "EnvoyProxy".into(),
+            name: "waf-logging".into(),
+            namespace: Some("waf-e2e-gateway".into()),
+        }
     }
 
     #[test]
@@ -124,6 +148,17 @@ mod tests {
         let v: Value = serde_saphyr::from_str(&envoyproxy_adjustment(&ep())).unwrap();
         assert_eq!(v["metadata"], json!({"name": "waf-logging", "namespace": "waf-e2e-gateway"}));
         assert_eq!(v["spec"], json!({"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "ClusterIP"}}}}));
+    }
+
+    #[test]
+    fn the_rendered_envoyproxy_names_the_log_file_and_the_volume_holding_it() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let rendered: Value = serde_saphyr::from_str(&std::fs::read_to_string(root.join("fixtures/rendered/envoyproxy.yaml")).unwrap()).unwrap();
+        assert_eq!(envoyproxy_log(&rendered), Some(("/access_logs/envoy.log".into(), Some("access-logs".into()))));
+        let no_volume = json!({"spec": {"extraArgs": ["--log-path=/tmp/envoy.log"]}});
+        assert_eq!(envoyproxy_log(&no_volume), Some(("/tmp/envoy.log".into(), None)));
+        let stderr = json!({"spec": {"logging": {"level": {"default": "warn"}}}});
+        assert_eq!(envoyproxy_log(&stderr), None);
     }
 
     #[test]
