@@ -1,6 +1,7 @@
 //! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
 
 pub mod kind;
+#[cfg(feature = "reference-proxy")]
 pub mod local;
 
 use crate::scenario::{Capability, Scenario};
