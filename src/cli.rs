@@ -31,6 +31,14 @@ pub enum Command {
     },
     /// Print the complete Prometheus config a PodMonitor becomes, pointed at one target.
     ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
+    /// Print every action a kind (or existing-cluster) run with these options would take, without doing any.
+    Plan(RunArgs),
+    /// Report which prerequisites of a stack are present, and how to get the missing ones.
+    Doctor {
+        /// The stack to check for.
+        #[arg(long, value_enum, default_value_t = StackKind::Kind)]
+        stack: StackKind,
+    },
 }
 
 /// Options of `waf-e2e run`.
@@ -91,6 +99,18 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
     match cli.command {
         Command::Validate { paths } => validate(paths),
         Command::Run(args) => run(args).await,
+        Command::Plan(args) => {
+            let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
+            let opts = stack_options(&args, Timeouts::default(), "plan".into());
+            let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
+            print!("{plan}");
+            Ok(())
+        }
+        Command::Doctor { stack } => {
+            let report = crate::stack::kind::doctor::run_doctor(stack).await;
+            print!("{report}");
+            if report.ok() { Ok(()) } else { Err(HarnessError::Infrastructure(anyhow::anyhow!("prerequisites of the {stack} stack are missing (see above)"))) }
+        }
         Command::ScrapeConfig(args) => {
             let config = crate::rendered::cli::scrape_config_command(args).map_err(HarnessError::classify)?;
             print!("{config}");
@@ -128,29 +148,19 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
     let timeouts = Timeouts::default();
     let run_id = format!("{:08x}", rand_u32());
-    let kind = if args.kubeconfig.is_some() && args.stack == StackKind::Kind { StackKind::Cluster } else { args.stack };
-    let opts = StackOptions {
-        kind,
-        rendered: args.rendered.clone(),
-        scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
-        timeouts: timeouts.clone(),
-        run_id: run_id.clone(),
-        keep: args.keep,
-        reuse: args.reuse.clone(),
-        profile: args.profile.clone(),
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-        no_install: args.no_install,
-    };
+    let opts = stack_options(&args, timeouts.clone(), run_id.clone());
+    let kind = opts.kind;
     let progress = Progress::default();
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
+    let started = std::time::Instant::now();
     let stack = tokio::select! {
         stack = stack::start(&opts, &scenarios) => stack.map_err(HarnessError::classify)?,
         // Dropping the start stops and reaps whatever it had started.
         signal = signals.recv() => return Err(HarnessError::Infrastructure(anyhow::anyhow!("interrupted by {signal} while the {kind} stack was starting"))),
     };
+    progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
     let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
     let outcomes = tokio::select! {
         outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
@@ -170,6 +180,24 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     }
     report::exit_verdict(&outcomes)?;
     shutdown.map_err(|e| HarnessError::Infrastructure(e.context("stack shutdown")))
+}
+
+/// The stack options `run` and `plan` derive from the same flags; `--kubeconfig` implies the cluster stack.
+fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOptions {
+    let kind = if args.kubeconfig.is_some() && args.stack == StackKind::Kind { StackKind::Cluster } else { args.stack };
+    StackOptions {
+        kind,
+        rendered: args.rendered.clone(),
+        scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
+        timeouts,
+        run_id,
+        keep: args.keep,
+        reuse: args.reuse.clone(),
+        profile: args.profile.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        no_install: args.no_install,
+    }
 }
 
 /// SIGINT and SIGTERM handlers, installed when created (the default action would orphan the stack).

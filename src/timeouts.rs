@@ -35,6 +35,20 @@ pub struct Timeouts {
     pub route_accepted: Duration,
     /// A port-forward accepts a connection.
     pub port_forward: Duration,
+    /// A Prometheus custom resource's pods are up on a cluster (image pulls included).
+    pub prometheus_rollout: Duration,
+    /// Pods selected by a label (e.g. a Gateway's proxy pods) are Ready.
+    pub pods_ready: Duration,
+    /// One release manifest download.
+    pub download: Duration,
+    /// A prerequisite probe (`docker info`, `kind version`, a HEAD request) in doctor/preflight.
+    pub tool_probe: Duration,
+    /// `kind delete cluster`.
+    pub cluster_delete: Duration,
+    /// A deleted Namespace (a scenario's) is gone.
+    pub namespace_deleted: Duration,
+    /// An ephemeral audit-reader container added to a proxy pod is running (image pull included).
+    pub audit_reader_running: Duration,
 }
 
 impl Default for Timeouts {
@@ -56,6 +70,13 @@ impl Default for Timeouts {
             gateway_programmed: s(180),
             route_accepted: s(60),
             port_forward: s(30),
+            prometheus_rollout: s(300),
+            pods_ready: s(300),
+            download: s(120),
+            tool_probe: s(5),
+            cluster_delete: s(120),
+            namespace_deleted: s(120),
+            audit_reader_running: s(120),
         }
     }
 }

@@ -129,6 +129,7 @@ proptest! {
         }
     }
 
+    #[cfg(feature = "reference-proxy")]
     #[test]
     fn the_audit_log_reader_returns_only_complete_lines_after_the_offset(bytes in prop::collection::vec(any::<u8>(), 0..300), offset in any::<u64>()) {
         let lines = waf_e2e::stack::local::complete_lines_after(&bytes, offset);

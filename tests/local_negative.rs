@@ -58,3 +58,15 @@ async fn an_expected_dashed_policy_label_fails_and_explains_the_sanitisation() {
     let msg = common::failures(&outcomes[0]);
     assert!(msg.contains("the only difference is sanitisation"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attack_in_a_scenario_that_expects_no_decisions_fails_on_the_series_and_the_raw_counter() {
+    let mut scenario = common::scenario("benign-traffic.yaml");
+    let browse = &mut scenario.traffic.value[0];
+    browse.path.value = "/products?id=1%27%20OR%20%271%27%3D%271".into();
+    browse.expect_status.value = 403;
+    let outcomes = common::run_local(&common::root().join("fixtures/rendered"), Faults::default(), &[scenario]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("unexpected decision series"), "{msg}");
+    assert!(msg.contains("the proxy counted a decision for policy waf-benign"), "{msg}");
+}

@@ -1,4 +1,5 @@
-//! Envoy log lines that carry an audit record: `... wasm log <vm> : AuditLog:{json}` (design 1.2).
+//! Envoy log lines that carry an audit record: `... wasm log <vm> : AuditLog:{json}` (design 1.2),
+//! or the bare `... wasm log <vm>: {json}` some public coraza-proxy-wasm builds write.
 
 use super::record::AuditRecord;
 use chrono::{DateTime, Local, TimeZone};
@@ -61,19 +62,66 @@ pub fn format_envoy_line_now(vm: &str, record: &AuditRecord) -> String {
     format_envoy_line(vm, record, &Local::now())
 }
 
-/// Reads one log line: `None` when it carries no `AuditLog:` marker, `Err` when its JSON is broken.
+/// Reads one log line: `None` when it carries no audit record, `Err` when a record's JSON is broken.
 ///
-/// Accepts Envoy's file format, container-log prefixes (CRI timestamps, no file part) and
-/// anything else before the marker; never panics.
+/// Two forms are audit lines (coraza-proxy-wasm's `internal/auditlog/serial_writer.go` has written
+/// both over time):
+/// - `... AuditLog:{json}`: the marker the feature's filter (and newer public filters, overriding
+///   Coraza's `serial` writer) put before the JSON; accepted anywhere in the line, after Envoy's
+///   file format, container-log prefixes (CRI timestamps, no file part) or nothing.
+/// - `... wasm log <vm>: {json}`: a wasm log message that is the bare Coraza JSON (older public
+///   filters' `wasmserial` writer, which the `oss` kind profile configures). To keep other wasm
+///   messages out, the JSON must be an object whose `transaction` is an object; a message that
+///   starts like Coraza's record (`{"transaction":{`, Coraza's first key) but does not parse is
+///   reported as `Err`, so a truncated record is not silently lost.
+///
+/// Never panics.
 pub fn parse_line(line: &str) -> Option<Result<AuditLine, AuditParseError>> {
+    if let Some((prefix, message)) = wasm_message(line) {
+        if message.starts_with('{') {
+            if let Some(parsed) = parse_bare(prefix, message) {
+                return Some(parsed);
+            }
+        }
+    }
     let at = line.find(AUDIT_MARKER)?;
     let (prefix, rest) = line.split_at(at);
     let json = rest[AUDIT_MARKER.len()..].trim();
+    Some(parse_record(vm_from_prefix(prefix), json))
+}
+
+/// Splits a wasm log line into (everything before the message, the message): the message starts
+/// after the first `": "` following `wasm log ` (VM names hold no `": "`).
+fn wasm_message(line: &str) -> Option<(&str, &str)> {
+    let start = line.find("wasm log ")? + "wasm log ".len();
+    let colon = line[start..].find(": ")? + start;
+    Some((&line[..colon + 1], line[colon + 2..].trim()))
+}
+
+/// A bare-JSON wasm message: an audit record, a broken one, or (any other JSON) not an audit line.
+fn parse_bare(prefix: &str, json: &str) -> Option<Result<AuditLine, AuditParseError>> {
     let vm = vm_from_prefix(prefix);
-    Some(match serde_json::from_str::<AuditRecord>(json) {
+    if starts_like_a_record(json) {
+        return Some(parse_record(vm, json));
+    }
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    if !value.get("transaction").is_some_and(serde_json::Value::is_object) {
+        return None;
+    }
+    Some(parse_record(vm, json))
+}
+
+/// True when `json` opens with `{"transaction":{`, whitespace allowed, as Coraza's JSON audit format does.
+fn starts_like_a_record(json: &str) -> bool {
+    let compact = json.chars().filter(|c| !c.is_whitespace()).take(17).collect::<String>();
+    compact.starts_with("{\"transaction\":{")
+}
+
+fn parse_record(vm: String, json: &str) -> Result<AuditLine, AuditParseError> {
+    match serde_json::from_str::<AuditRecord>(json) {
         Ok(record) => Ok(AuditLine { vm, record }),
         Err(e) => Err(AuditParseError { vm, reason: e.to_string(), snippet: json.chars().take(80).collect() }),
-    })
+    }
 }
 
 /// The VM name between `wasm log ` and the marker; falls back to any `envoyextensionpolicy/...` token.

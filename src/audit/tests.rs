@@ -119,3 +119,77 @@ fn a_formatted_line_reads_back_to_the_same_record() {
     assert_eq!(back.record, record);
     assert_eq!(back.policy(), Some(("shop".into(), "block-sqli".into())));
 }
+
+/// The JSON of [`ENVOY_LINE`], as Coraza's JSON formatter writes it.
+fn coraza_json() -> &'static str {
+    ENVOY_LINE.split_once(AUDIT_MARKER).expect("marker").1
+}
+
+#[test]
+fn a_bare_coraza_json_wasm_message_is_an_audit_line() {
+    // Public coraza-proxy-wasm's `wasmserial` writer: proxywasm.LogInfo(json), no marker.
+    let line = format!(
+        "[2026-06-04 21:22:33.123][42][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : {}",
+        coraza_json()
+    );
+    let parsed = parse_line(&line).expect("an audit line").expect("valid JSON");
+    assert_eq!(parsed.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert_eq!(parsed.policy(), Some(("shop".to_string(), "block-sqli".to_string())));
+    assert_eq!(parsed.record.rule_ids(), vec![942100, 949110]);
+    assert_eq!(parsed.record.request_header("x-waf-e2e-id"), Some("run1-sqli-0"));
+    assert_eq!(parsed.record, parse_line(ENVOY_LINE).unwrap().unwrap().record, "both forms read the same record");
+}
+
+#[test]
+fn a_bare_record_from_the_container_log_stream_parses_with_its_vm() {
+    // What kubelet serves (timestamps stripped) when envoy logs to stderr: root id and VM id after the plugin name.
+    let line = format!("[2026-06-04 21:22:33.123][15][info][wasm] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 coraza-root vm-1: {}\r", coraza_json());
+    let parsed = parse_line(&line).expect("an audit line").expect("valid JSON");
+    assert_eq!(parsed.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert_eq!(parsed.record.decision(), Some(crate::scenario::Decision::Blocked));
+}
+
+#[test]
+fn a_bare_record_whose_body_mentions_the_marker_is_still_read_whole() {
+    let mut record = AuditRecord::default();
+    record.transaction.request.body = "q=AuditLog:{not json".into();
+    record.messages.push(AuditMessage { data: AuditMessageData { id: 941100, ..Default::default() }, ..Default::default() });
+    let line = format!("[2026-06-04 21:22:33.123][42][info][wasm] wasm log envoyextensionpolicy/shop/detect-xss/wasm/0 : {}", serde_json::to_string(&record).unwrap());
+    assert_eq!(parse_line(&line).expect("an audit line").expect("valid JSON").record, record);
+}
+
+#[test]
+fn other_wasm_log_lines_with_json_are_not_audit_lines() {
+    for message in [
+        r#"{"level":"info","msg":"plugin configured"}"#,
+        r#"{"transaction":"abc","status":403}"#,
+        r#"{"messages":[{"data":{"id":949110}}]}"#,
+        r#"{"tx":{"transaction":{"id":"x"}}}"#,
+        "{not json at all",
+        "[1,2,3]",
+        "{}",
+    ] {
+        let line = format!("[2026-06-04 21:22:33.123][42][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : {message}");
+        assert!(parse_line(&line).is_none(), "{line}");
+    }
+    // JSON that is not a wasm log message (no `wasm log <vm>: `) is not an audit line either.
+    assert!(parse_line(coraza_json()).is_none());
+    assert!(parse_line(&format!("[2026-06-04 21:22:33.123][42][info][main] {}", coraza_json())).is_none());
+}
+
+#[test]
+fn a_truncated_bare_record_is_an_error_naming_the_vm() {
+    let json = coraza_json();
+    let line = format!("[2026-06-04 21:22:33.123][42][info][wasm] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : {}", &json[..json.len() / 2]);
+    let err = parse_line(&line).expect("an audit line").expect_err("broken JSON");
+    assert_eq!(err.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
+    assert!(err.reason.contains("EOF"), "{}", err.reason);
+}
+
+#[test]
+fn every_prefix_of_a_bare_line_parses_or_fails_without_panicking() {
+    let line = format!("[2026-06-04 21:22:33.123][42][info][wasm] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : {}", coraza_json());
+    for (i, _) in line.char_indices() {
+        let _ = parse_line(&line[..i]);
+    }
+}

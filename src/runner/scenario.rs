@@ -76,7 +76,10 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
         }
     }
     failures.extend(unexpected_decisions(scenario, &env, &expectations, &baseline, &rounds[1]));
-    let (records, broken) = audit_records(&lines, &sent.sent);
+    if scenario.expect.no_decisions {
+        failures.extend(raw_decisions_of_policy(stack, &env).await?);
+    }
+    let (records, broken) = audit_records(&lines, &sent.sent, &env);
     failures.extend(broken);
     failures.extend(audit::check(&scenario.expect.audit, &sent.sent, &records));
 
@@ -150,8 +153,34 @@ fn unexpected_decisions(scenario: &Scenario, env: &ScenarioEnv, expectations: &[
     out
 }
 
-/// Parses the audit lines that belong to this scenario's requests; broken ones become failures.
-fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest]) -> (Vec<ObservedRecord>, Vec<String>) {
+/// Decision counters the proxy itself exposes for this policy: a check of `no_decisions` that does not depend on the relabeling.
+async fn raw_decisions_of_policy(stack: &dyn Stack, env: &ScenarioEnv) -> Result<Vec<String>> {
+    let raw = stack.raw_stats().await.context("read the proxy's raw counters")?;
+    Ok(raw_decision_lines(&raw, &env.policy)
+        .into_iter()
+        .map(|l| format!("the proxy counted a decision for policy {} although the scenario expects none: {l}", env.policy))
+        .collect())
+}
+
+/// Exposition lines of decision counters whose stat name carries `policy=<policy>` (sanitised).
+pub fn raw_decision_lines<'a>(exposition: &'a str, policy: &str) -> Vec<&'a str> {
+    let key = format!("_policy_{}", sanitize(policy));
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("waf_filter_tx_interruptions_") || l.starts_with("waf_filter_tx_would_block_"))
+        .filter(|l| {
+            let name = l.split('{').next().unwrap_or(l);
+            name.match_indices(&key).any(|(i, _)| {
+                let rest = &name[i + key.len()..];
+                rest.is_empty() || crate::contract::METRIC_LABEL_KEYS.iter().any(|k| rest.starts_with(&format!("_{k}_")))
+            })
+        })
+        .collect()
+}
+
+/// Parses the audit lines that belong to this scenario's requests; broken ones, and records of this
+/// policy that carry no correlation id of this scenario, become failures.
+fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest], env: &ScenarioEnv) -> (Vec<ObservedRecord>, Vec<String>) {
     let ids: std::collections::HashSet<&str> = sent.iter().map(|s| s.correlation_id.as_str()).collect();
     let mut records = Vec::new();
     let mut broken = Vec::new();
@@ -160,6 +189,12 @@ fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest]) -> (Vec<Observ
             None => {}
             Some(Ok(parsed)) => {
                 let id = parsed.record.request_header(crate::contract::CORRELATION_HEADER).map(str::to_string);
+                let ours = parsed.policy().is_some_and(|(ns, name)| ns == env.namespace && name == env.policy);
+                if ours && !id.as_deref().is_some_and(|id| ids.contains(id)) {
+                    broken.push(format!(
+                        "[{source}] audit record of policy {}/{} without a correlation id of this scenario ({}={id:?}): uri={}",
+                        env.namespace, env.policy, crate::contract::CORRELATION_HEADER, parsed.record.transaction.request.uri));
+                }
                 if id.as_deref().is_some_and(|id| ids.contains(id)) {
                     records.push(ObservedRecord {
                         source: source.clone(),
@@ -202,4 +237,24 @@ async fn observed_context(stack: &dyn Stack, last: &Snapshot, records: &[Observe
         out.push_str(&format!("    {} decision={decision} rule_ids={:?} uri={}\n", r.correlation_id.as_deref().unwrap_or("?"), r.rule_ids, r.uri));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_decision_lines;
+
+    const RAW: &str = "waf_filter_tx_total{} 9
+waf_filter_tx_interruptions_ruleid_949110_phase_http_request_body_policy_shop_namespace_a{} 1
+waf_filter_tx_would_block_ruleid_949110_phase_http_request_body_namespace_a_policy_shop_two{} 2
+waf_filter_tx_would_block_ruleid_1_phase_http_request_headers_namespace_a_policy_shop{} 3
+";
+
+    #[test]
+    fn raw_decision_counters_are_attributed_to_a_policy_by_whole_value() {
+        let lines = raw_decision_lines(RAW, "shop");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains("shop_two")));
+        assert_eq!(raw_decision_lines(RAW, "shop-two").len(), 1);
+        assert!(raw_decision_lines(RAW, "other").is_empty());
+    }
 }

@@ -1,5 +1,7 @@
 //! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
 
+pub mod kind;
+#[cfg(feature = "reference-proxy")]
 pub mod local;
 
 use crate::scenario::{Capability, Scenario};
@@ -123,14 +125,31 @@ pub struct StackOptions {
     pub no_install: bool,
 }
 
+impl StackOptions {
+    /// The kind / existing-cluster part of these options.
+    pub fn cluster_opts(&self) -> kind::ClusterOpts {
+        kind::ClusterOpts {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            no_install: self.no_install,
+            keep: self.keep,
+            reuse: self.reuse.clone(),
+            profile: self.profile.clone(),
+            rendered: self.rendered.clone(),
+            run_id: Some(self.run_id.clone()),
+            timeouts: self.timeouts.clone(),
+            ..kind::ClusterOpts::default()
+        }
+    }
+}
+
 /// Starts the stack `opts.kind` names.
 pub async fn start(opts: &StackOptions, scenarios: &[Scenario]) -> Result<Box<dyn Stack>> {
-    let _ = scenarios;
     match opts.kind {
         #[cfg(feature = "reference-proxy")]
         StackKind::Local => Ok(Box::new(local::LocalStack::start(&local::LocalOptions::from_stack_options(opts)).await?)),
         #[cfg(not(feature = "reference-proxy"))]
         StackKind::Local => Err(crate::error::HarnessError::Usage("the local stack needs the `reference-proxy` feature (build without --no-default-features)".into()).into()),
-        StackKind::Kind | StackKind::Cluster => anyhow::bail!("the {} stack is not wired into this build yet", opts.kind),
+        StackKind::Kind | StackKind::Cluster => Ok(Box::new(kind::KindStack::up(&opts.cluster_opts(), scenarios).await?)),
     }
 }
