@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod contract;
 pub mod error;
+pub mod input;
 pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;

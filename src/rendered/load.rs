@@ -2,6 +2,7 @@
 
 use super::model::{PodMonitor, RELABEL_ACTIONS};
 use crate::error::{InputLocation, InputProblem, InvalidInput};
+use crate::input::{whole_file, yaml_files};
 use serde_saphyr::Location;
 use std::path::{Path, PathBuf};
 
@@ -234,20 +235,11 @@ fn first_content_line(text: &str) -> u64 {
 }
 
 fn saphyr_problem(file: &Path, offset: u64, text: &str, e: &serde_saphyr::Error) -> InvalidInput {
-    use crate::scenario::load::{key_at_line, without_location_prefix};
-    let loc = e.location().unwrap_or(Location::UNKNOWN);
-    let message = e.to_string();
-    let field = Some(field_of_serde_message(&message)).filter(|f| !f.is_empty()).unwrap_or_else(|| key_at_line(text, loc.line()));
-    one(at(file, offset, &loc), &field, without_location_prefix(message.lines().next().unwrap_or_default().to_string()))
+    InvalidInput(vec![crate::input::saphyr_problem(file, offset, text, e)])
 }
 
 fn at(file: &Path, offset: u64, loc: &Location) -> InputLocation {
-    let line = if loc.line() == 0 { 0 } else { loc.line() + offset };
-    InputLocation { file: file.to_path_buf(), line, column: loc.column() }
-}
-
-fn whole_file(path: &Path) -> InputLocation {
-    InputLocation { file: path.to_path_buf(), line: 0, column: 0 }
+    crate::input::located(file, offset, loc)
 }
 
 fn problem(at: InputLocation, field: &str, message: String) -> InputProblem {
@@ -256,32 +248,6 @@ fn problem(at: InputLocation, field: &str, message: String) -> InputProblem {
 
 fn one(at: InputLocation, field: &str, message: String) -> InvalidInput {
     InvalidInput(vec![problem(at, field, message)])
-}
-
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| format!("cannot list: {e}"))? {
-        let p = entry.map_err(|e| format!("cannot list: {e}"))?.path();
-        if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            found.push(p);
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// serde names the offending field in its message (`missing field `spec``); lift it out.
-fn field_of_serde_message(msg: &str) -> String {
-    for marker in ["unknown field `", "missing field `", "duplicate field `"] {
-        if let Some(rest) = msg.split(marker).nth(1) {
-            return rest.split('`').next().unwrap_or_default().to_string();
-        }
-    }
-    String::new()
 }
 
 #[cfg(test)]

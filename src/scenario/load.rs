@@ -1,7 +1,8 @@
 //! Loading and validating scenario files: every problem is reported with file, line, column and field.
 
 use super::model::{CountExpectation, Scenario};
-use crate::error::{InputLocation, InputProblem, InvalidInput};
+use crate::error::{InputProblem, InvalidInput};
+use crate::input::{located, saphyr_problem, whole_file, yaml_files};
 use serde_saphyr::{Location, Spanned};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, Invalid
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for path in paths {
-        match scenario_files(path) {
+        match yaml_files(path) {
             Ok(found) if found.is_empty() => problems.push(InputProblem {
                 at: whole_file(path),
                 field: String::new(),
@@ -62,7 +63,7 @@ fn check_rules(path: &Path, s: &Scenario) -> Vec<InputProblem> {
         Ok(Err(why)) => {
             let (line_in_directives, why) = modsecurity_complaint(&why);
             let at = &directives.referenced;
-            let mut loc = located(path, at);
+            let mut loc = located(path, 0, at);
             if let Some(n) = line_in_directives.filter(|_| at.line() > 0) {
                 // A block scalar's value starts on its first content line; ModSecurity counts from 1 there.
                 loc.line = at.line() + n - 1;
@@ -97,30 +98,9 @@ fn check_rules(_path: &Path, _s: &Scenario) -> Vec<InputProblem> {
 
 /// Parses and validates scenario text; `path` names it in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, InvalidInput> {
-    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-        let loc = e.location().unwrap_or(Location::UNKNOWN);
-        let message = e.to_string();
-        let field = Some(field_of_serde_message(&message)).filter(|f| !f.is_empty()).unwrap_or_else(|| key_at_line(text, loc.line()));
-        InvalidInput(vec![InputProblem { at: located(path, &loc), field, message: without_location_prefix(first_line(&message)) }])
-    })?;
+    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| InvalidInput(vec![saphyr_problem(path, 0, text, &e)]))?;
     let problems = validate(path, &scenario);
     if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }
-}
-
-fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| format!("cannot list: {e}"))? {
-        let p = entry.map_err(|e| format!("cannot list: {e}"))?.path();
-        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            found.push(p);
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
@@ -231,49 +211,11 @@ fn is_label_name(s: &str) -> bool {
 }
 
 fn problem(path: &Path, loc: &Location, field: &str, message: String) -> InputProblem {
-    InputProblem { at: located(path, loc), field: field.to_string(), message }
+    InputProblem { at: located(path, 0, loc), field: field.to_string(), message }
 }
 
-fn located(path: &Path, loc: &Location) -> InputLocation {
-    InputLocation { file: path.to_path_buf(), line: loc.line(), column: loc.column() }
-}
 
-fn whole_file(path: &Path) -> InputLocation {
-    InputLocation { file: path.to_path_buf(), line: 0, column: 0 }
-}
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_string()
-}
 
-/// serde-saphyr starts its messages with `error: line L column C: `; the location is reported separately.
-pub(crate) fn without_location_prefix(line: String) -> String {
-    let re = regex::Regex::new(r"^(error: )?line \d+ column \d+: ").expect("static regex");
-    let message = re.replace(&line, "").into_owned();
-    match message.as_str() {
-        "invalid u16" | "invalid u32" | "invalid u64" => format!("{message}: must be a whole number, not negative"),
-        _ => message,
-    }
-}
 
-/// The mapping key written on `line` (1-based), for errors serde reports by position only.
-pub(crate) fn key_at_line(text: &str, line: u64) -> String {
-    let Some(l) = usize::try_from(line).ok().and_then(|n| n.checked_sub(1)).and_then(|i| text.lines().nth(i)) else {
-        return String::new();
-    };
-    let l = l.trim_start().trim_start_matches("- ");
-    match l.split_once(':') {
-        Some((key, _)) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => key.to_string(),
-        _ => String::new(),
-    }
-}
 
-/// serde names the offending field in its message (`unknown field `x``, `missing field `y``); lift it out.
-fn field_of_serde_message(msg: &str) -> String {
-    for marker in ["unknown field `", "missing field `", "duplicate field `"] {
-        if let Some(rest) = msg.split(marker).nth(1) {
-            return rest.split('`').next().unwrap_or_default().to_string();
-        }
-    }
-    String::new()
-}

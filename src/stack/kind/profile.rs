@@ -1,6 +1,6 @@
 //! Stack profiles (`kind/profiles/<name>.yaml`): pinned installs, gateway, WAF template, capabilities.
 
-use crate::error::{InputLocation, InputProblem, InvalidInput};
+use crate::error::{InputProblem, InvalidInput};
 use crate::scenario::Capability;
 use crate::timeouts::Timeouts;
 use serde::Deserialize;
@@ -284,25 +284,15 @@ impl Profile {
 
     /// Parses profile text; `file` names it in messages.
     pub fn parse(file: &Path, text: &str) -> Result<Profile, InvalidInput> {
-        let raw: RawProfile = serde_saphyr::from_str(text).map_err(|e| {
-            let loc = e.location();
-            InvalidInput(vec![InputProblem {
-                at: InputLocation {
-                    file: file.to_path_buf(),
-                    line: loc.map(|l| l.line()).unwrap_or(0),
-                    column: loc.map(|l| l.column()).unwrap_or(0),
-                },
-                field: String::new(),
-                message: e.to_string().lines().next().unwrap_or_default().to_string(),
-            }])
-        })?;
+        let raw: RawProfile =
+            serde_saphyr::from_str(text).map_err(|e| InvalidInput(vec![crate::input::saphyr_problem(file, 0, text, &e)]))?;
         let mut problems = Vec::new();
         let mut installs = Vec::new();
         for (i, item) in raw.installs.into_iter().enumerate() {
             match convert_install(item) {
                 Ok(install) => installs.push(install),
                 Err(message) => problems.push(InputProblem {
-                    at: InputLocation { file: file.to_path_buf(), line: 0, column: 0 },
+                    at: crate::input::whole_file(file),
                     field: format!("installs[{i}]"),
                     message,
                 }),
@@ -311,7 +301,7 @@ impl Profile {
         for required in [Install::Rendered, Install::Gateway] {
             if !installs.contains(&required) {
                 problems.push(InputProblem {
-                    at: InputLocation { file: file.to_path_buf(), line: 0, column: 0 },
+                    at: crate::input::whole_file(file),
                     field: "installs".into(),
                     message: format!("must contain the step `{}`", if required == Install::Rendered { "rendered" } else { "gateway" }),
                 });
@@ -320,7 +310,7 @@ impl Profile {
         if let Some(reader) = &raw.audit_reader {
             if let Err(message) = check_pinned(&reader.image) {
                 problems.push(InputProblem {
-                    at: InputLocation { file: file.to_path_buf(), line: 0, column: 0 },
+                    at: crate::input::whole_file(file),
                     field: "audit_reader.image".into(),
                     message,
                 });
@@ -370,7 +360,7 @@ fn check_pinned(image: &str) -> Result<(), String> {
 
 fn problem(file: &Path, field: &str, message: String) -> InvalidInput {
     InvalidInput(vec![InputProblem {
-        at: InputLocation { file: file.to_path_buf(), line: 0, column: 0 },
+        at: crate::input::whole_file(file),
         field: field.to_string(),
         message,
     }])
