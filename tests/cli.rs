@@ -17,6 +17,17 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// Writes `text` to a temporary `name`, validates it, and returns the directory guard, the file path and
+/// stderr, after asserting exit 2.
+fn invalid(name: &str, text: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), name, text);
+    let out = waf_e2e(&["validate", &file]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    (dir, file, err)
+}
+
 const VALID: &str = "name: ok
 policy:
   name: p
@@ -39,21 +50,13 @@ fn the_shipped_scenarios_validate() {
 
 #[test]
 fn an_unknown_field_exits_2_naming_file_line_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "bad.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: 200\n    retries: 3\n"));
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("bad.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: 200\n    retries: 3\n"));
     assert!(err.contains(&format!("{file}:11:")) && err.contains("retries"), "{err}");
 }
 
 #[test]
 fn a_negative_repeat_exits_2_naming_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "neg.yaml", &VALID.replace("    path: /\n", "    path: /\n    repeat: -1\n"));
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("neg.yaml", &VALID.replace("    path: /\n", "    path: /\n    repeat: -1\n"));
     assert!(err.contains(&format!("{file}:10:")), "{err}");
 }
 
@@ -84,11 +87,7 @@ fn duplicate_scenario_names_and_empty_traffic_are_each_reported() {
 
 #[test]
 fn a_yaml_syntax_error_exits_2_with_its_location() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "syntax.yaml", "name: [unclosed\npolicy: {\n");
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("syntax.yaml", "name: [unclosed\npolicy: {\n");
     assert!(err.contains(&format!("{file}:")), "{err}");
 }
 
@@ -99,21 +98,13 @@ fn an_unknown_subcommand_exits_2() {
 
 #[test]
 fn a_wrong_type_exits_2_naming_file_line_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "type.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: ok\n"));
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("type.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: ok\n"));
     assert!(err.contains(&format!("{file}:10:")) && err.contains("field `expect_status`"), "{err}");
 }
 
 #[test]
 fn a_wrong_type_for_the_mode_exits_2_naming_file_line_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "mode.yaml", &VALID.replace("  mode: On\n", "  mode: [On]\n"));
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("mode.yaml", &VALID.replace("  mode: On\n", "  mode: [On]\n"));
     assert!(err.contains(&format!("{file}:4:")) && err.contains("field `mode`"), "{err}");
 }
 
@@ -138,11 +129,7 @@ expect:
 #[cfg(feature = "reference-proxy")]
 #[test]
 fn directives_modsecurity_rejects_exit_2_at_validate_naming_the_line_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "rule.yaml", REJECTED_RULE);
-    let out = waf_e2e(&["validate", &file]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (_dir, file, err) = invalid("rule.yaml", REJECTED_RULE);
     assert!(err.contains(&format!("{file}:8:")) && err.contains("field `policy.rules.directives`") && err.contains("Rules must have an ID"), "{err}");
 }
 
