@@ -49,6 +49,10 @@ pub async fn target_up(prom: &PromClient, pool: &str, timeout: Duration) -> Resu
     .await
 }
 
+/// How far Prometheus may move a scrape's timestamp towards its schedule (`ScrapeTimestampTolerance`,
+/// 2 ms in 2.x): a stamp must exceed the instant by more than this to prove the scrape began after it.
+pub const TIMESTAMP_TOLERANCE: f64 = 0.002;
+
 /// Waits for a scrape round that started strictly after `after` (Prometheus server time) on every target.
 ///
 /// Fails at once, naming the target and its error, when such a scrape failed (`up == 0`).
@@ -58,7 +62,7 @@ pub async fn round_after(prom: &PromClient, targets: &ScrapeTargets, after: f64,
     let condition = format!("a scrape of job {} newer than t={after:.3}", targets.job);
     let round = wait::until(&condition, timeout, || async {
         let stamps = prom.instant(&format!("timestamp(up{{job={job}}})"), None).await?;
-        let newer: Vec<f64> = stamps.iter().map(|s| s.value).filter(|t| *t > after).collect();
+        let newer: Vec<f64> = stamps.iter().map(|s| s.value).filter(|t| *t > after + TIMESTAMP_TOLERANCE).collect();
         if stamps.len() < expected || newer.len() < stamps.len() {
             return Ok(Check::NotYet(format!("{} of {expected} target(s) scraped since", newer.len())));
         }
