@@ -5,6 +5,8 @@
 //! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
 
+#![warn(missing_docs)]
+
 pub mod assert;
 pub mod audit;
 pub mod cli;
