@@ -36,7 +36,8 @@ pub struct KindStack {
     cluster: Option<ClusterGuard>,
     endpoints: Endpoints,
     stats_url: String,
-    forwards: Vec<PortForward>,
+    /// Held so the port-forwards live as long as the stack (they stop on drop).
+    _forwards: Vec<PortForward>,
     template: String,
     keep: bool,
     timeouts: Timeouts,
@@ -127,7 +128,7 @@ impl KindStack {
         let audit_reader = plan.audit_reader();
         Ok(KindStack {
             stats_url: stats.url(),
-            forwards: vec![gateway, stats, prometheus],
+            _forwards: vec![gateway, stats, prometheus],
             client,
             cluster: guard,
             endpoints,
@@ -359,6 +360,7 @@ impl Stack for KindStack {
             return Ok(());
         }
         k8s::delete_namespace(&self.client, &env.namespace).await?;
+        self.applied.lock().map_err(|_| anyhow!("poisoned"))?.remove(&env.namespace);
         Ok(())
     }
 
@@ -410,11 +412,23 @@ impl Stack for KindStack {
 
     async fn shutdown(&self) -> Result<()> {
         if let Some(g) = &self.cluster {
-            g.teardown(self.timeouts.cluster_delete).await?;
-        } else if self.keep {
-            eprintln!("keeping the scenario namespaces of run {} (--keep)", self.plan.run_id);
+            return g.teardown(self.timeouts.cluster_delete).await;
         }
-        let _ = &self.forwards; // dropped with the stack
-        Ok(())
+        if self.keep {
+            eprintln!("keeping the scenario namespaces of run {} (--keep)", self.plan.run_id);
+            return Ok(());
+        }
+        // An existing cluster outlives the run: delete the namespaces of scenarios that did not get
+        // to remove their own (interrupted, or failed before removal).
+        // The "" entry holds the setup objects, which stay for the next run.
+        let left: Vec<String> =
+            self.applied.lock().map_err(|_| anyhow!("poisoned"))?.keys().filter(|ns| !ns.is_empty()).cloned().collect();
+        let mut errors = Vec::new();
+        for ns in left {
+            if let Err(e) = k8s::delete_namespace(&self.client, &ns).await {
+                errors.push(format!("delete namespace {ns}: {e:#}"));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { anyhow::bail!(errors.join("; ")) }
     }
 }
