@@ -1,7 +1,7 @@
 //! The kind cluster lifecycle through the `kind` CLI (there is no API): create, reuse, delete, and a guard.
 //!
 //! Command lines are built by pure functions (tested); running them is a thin `tokio::process` layer.
-//! The guard deletes the cluster on drop, on error and on Ctrl-C unless the user asked to keep it.
+//! The guard deletes the cluster on drop (so also when a Ctrl-C drops a starting stack) and on teardown, unless kept.
 
 use crate::error::HarnessError;
 use anyhow::{anyhow, bail, Context, Result};
@@ -186,7 +186,7 @@ impl ClusterGuard {
         }
     }
 
-    /// Deletes the cluster now unless kept; afterwards drop and Ctrl-C do nothing more.
+    /// Deletes the cluster now unless kept; afterwards drop does nothing more.
     pub async fn teardown(&self, timeout: Duration) -> Result<()> {
         let (args, message, cli) = {
             let mut s = self.state.lock().map_err(|_| anyhow!("cluster guard poisoned"))?;
@@ -201,36 +201,6 @@ impl ClusterGuard {
             cli.run(&args, timeout).await.with_context(|| format!("cannot delete kind cluster {}", self.name))?;
         }
         Ok(())
-    }
-
-    /// Installs a Ctrl-C handler for the rest of the process: clean up (unless kept), then exit 130.
-    ///
-    /// Not exercised by the test suite (it would end the test process); the cleanup decision it
-    /// takes is the same `Cleanup::action` the drop and teardown paths use, which is tested.
-    pub fn handle_ctrl_c(&self) {
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            let taken = match state.lock() {
-                Ok(mut s) => {
-                    let a = s.action();
-                    s.done = true;
-                    Some((a, s.cli.clone()))
-                }
-                Err(_) => None,
-            };
-            if let Some(((args, message), cli)) = taken {
-                if !message.is_empty() {
-                    eprintln!("interrupted: {message}");
-                }
-                if let Some(args) = args {
-                    let _ = cli.run(&args, Duration::from_secs(120)).await;
-                }
-            }
-            std::process::exit(130);
-        });
     }
 }
 
@@ -262,7 +232,6 @@ pub async fn create(cli: &KindCli, name: &str, config: &Path, keep: bool, timeou
     eprintln!("creating kind cluster {name} (kubectl --context {})", context_name(name));
     // Armed before the create: a create that fails half-way is deleted too (kind cleans up what it can).
     let guard = ClusterGuard::new(cli.clone(), name.to_string(), kubeconfig.clone(), !keep, Some(dir));
-    guard.handle_ctrl_c();
     cli.run(&KindCli::create_args(name, config, &kubeconfig), timeout).await?;
     Ok(guard)
 }
