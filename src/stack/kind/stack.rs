@@ -432,3 +432,60 @@ impl Stack for KindStack {
         if errors.is_empty() { Ok(()) } else { anyhow::bail!(errors.join("; ")) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::testing::{ok, MockApi};
+    use serde_json::json;
+
+    /// A stack on an existing cluster (no kind guard) over the mock API, with scenario namespaces left behind.
+    fn existing_cluster_stack(api: &MockApi, keep: bool, left: &[&str]) -> KindStack {
+        let cache = tempfile::tempdir().unwrap();
+        let opts = ClusterOpts {
+            rendered: "tests/fixtures/kind/rendered".into(),
+            cache_dir: Some(cache.path().to_path_buf()),
+            run_id: Some("abc123".into()),
+            keep,
+            ..ClusterOpts::default()
+        };
+        let plan = build_plan(&opts, &[]).unwrap();
+        let mut applied = BTreeMap::from([(String::new(), Vec::new())]);
+        for ns in left {
+            applied.insert(ns.to_string(), Vec::new());
+        }
+        KindStack {
+            stats_url: String::new(),
+            _forwards: Vec::new(),
+            client: api.client.clone(),
+            cluster: None,
+            endpoints: Endpoints { gateway_url: String::new(), prometheus_url: String::new(), scrape_pool: plan.scrape_pool() },
+            template: String::new(),
+            keep,
+            timeouts: Timeouts::default(),
+            name: "cluster".into(),
+            http: reqwest::Client::new(),
+            applied: Mutex::new(applied),
+            last_cursor: Mutex::new(None),
+            audit_reader: None,
+            plan,
+        }
+    }
+
+    #[tokio::test]
+    async fn shutting_down_on_an_existing_cluster_deletes_the_namespaces_scenarios_left_behind() {
+        let api = MockApi::start(|_| ok(json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "x"}})));
+        let stack = existing_cluster_stack(&api, false, &["waf-e2e-abc123-a", "waf-e2e-abc123-b"]);
+        stack.shutdown().await.unwrap();
+        let deleted: Vec<String> = api.with_method("DELETE").into_iter().map(|r| r.path).collect();
+        assert_eq!(deleted, vec!["/api/v1/namespaces/waf-e2e-abc123-a", "/api/v1/namespaces/waf-e2e-abc123-b"]);
+    }
+
+    #[tokio::test]
+    async fn keep_leaves_the_namespaces_of_an_existing_cluster_alone() {
+        let api = MockApi::start(|_| ok(json!({})));
+        let stack = existing_cluster_stack(&api, true, &["waf-e2e-abc123-a"]);
+        stack.shutdown().await.unwrap();
+        assert!(api.requests().is_empty(), "{:?}", api.requests());
+    }
+}
