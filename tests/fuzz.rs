@@ -129,14 +129,13 @@ proptest! {
         }
     }
 
-    #[cfg(feature = "reference-proxy")]
     #[test]
-    fn the_audit_log_reader_returns_only_complete_lines_after_the_offset(bytes in prop::collection::vec(any::<u8>(), 0..300), offset in any::<u64>()) {
-        let lines = waf_e2e::stack::local::complete_lines_after(&bytes, offset);
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let newlines = bytes[start..].iter().filter(|b| **b == b'\n').count();
-        prop_assert!(lines.len() <= newlines, "{} lines from {} newlines", lines.len(), newlines);
+    fn the_audit_log_reader_returns_only_complete_lines_and_an_offset_after_them(bytes in prop::collection::vec(any::<u8>(), 0..300), from in 0u64..1_000_000) {
+        let (lines, next) = waf_e2e::k8s::audit::split_complete_lines(from, &bytes);
+        let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+        prop_assert_eq!(lines.len(), newlines);
         prop_assert!(lines.iter().all(|l| !l.contains('\n')));
+        prop_assert!(next >= from && next <= from + bytes.len() as u64);
     }
 
     #[test]

@@ -34,11 +34,6 @@ pub fn decision_stat_name(kind: DecisionStat, rule_id: u64, phase: &str, labels:
     name
 }
 
-/// Envoy's Prometheus name sanitising: every character outside `[a-zA-Z0-9_]` becomes `_`.
-pub fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
-}
-
 #[derive(Default)]
 struct Inner {
     /// Wasm (custom) counters by raw stat name.
@@ -89,7 +84,7 @@ impl Stats {
         // under one TYPE line.
         let mut wasm: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (raw, count) in &inner.wasm {
-            wasm.entry(sanitize(raw)).or_default().push(*count);
+            wasm.entry(crate::contract::sanitize(raw)).or_default().push(*count);
         }
         for (name, counts) in wasm {
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -119,7 +114,7 @@ mod tests {
     fn a_decision_stat_name_carries_rule_phase_and_labels_in_the_given_order() {
         let name = decision_stat_name(DecisionStat::Interruptions, 949110, "http_request_body", &labels(&[("policy", "block-sqli"), ("namespace", "shop")]));
         assert_eq!(name, "waf_filter.tx.interruptions_ruleid=949110_phase=http_request_body_policy=block-sqli_namespace=shop");
-        assert_eq!(sanitize(&name), "waf_filter_tx_interruptions_ruleid_949110_phase_http_request_body_policy_block_sqli_namespace_shop");
+        assert_eq!(crate::contract::sanitize(&name), "waf_filter_tx_interruptions_ruleid_949110_phase_http_request_body_policy_block_sqli_namespace_shop");
     }
 
     #[test]

@@ -198,7 +198,8 @@ impl From<&RelabelConfig> for PromRelabel {
 
 /// `[^a-zA-Z0-9_]` -> `_`, the operator's `sanitizeLabelName` (and Kubernetes discovery's).
 pub fn sanitize_label_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    // The same rule as Envoy's stat-name sanitisation.
+    crate::contract::sanitize(name)
 }
 
 /// Prometheus duration text for `d` (`1s`, `250ms`, `2m`).

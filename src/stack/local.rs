@@ -185,8 +185,13 @@ impl Stack for LocalStack {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", self.audit_log.display())),
         };
-        let lines = complete_lines_after(&bytes, offset).into_iter().map(|l| (source.clone(), l)).collect();
-        Ok(AuditLines { lines })
+        let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
+        if read.rotated {
+            tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
+        }
+        let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
+        let (lines, _) = crate::k8s::audit::split_complete_lines(read.from, &bytes[from..]);
+        Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
     }
 
     async fn raw_stats(&self) -> Result<String> {
@@ -238,26 +243,5 @@ impl Stack for LocalStack {
             }
         }
         if errors.is_empty() { Ok(()) } else { anyhow::bail!(errors.join("; ")) }
-    }
-}
-
-/// The complete lines (without `\n`) that start at or after byte `offset`; a partial last line is held back.
-pub fn complete_lines_after(bytes: &[u8], offset: u64) -> Vec<String> {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-    let tail = &bytes[start..];
-    let end = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    String::from_utf8_lossy(&tail[..end]).lines().map(str::to_string).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::complete_lines_after;
-
-    #[test]
-    fn only_complete_lines_after_the_offset_are_returned() {
-        let log = b"old line\nnew one\nnew two\npartial";
-        assert_eq!(complete_lines_after(log, 9), vec!["new one", "new two"]);
-        assert!(complete_lines_after(log, 100).is_empty());
-        assert!(complete_lines_after(b"partial", 0).is_empty());
     }
 }
