@@ -12,10 +12,12 @@ pub mod audit;
 pub mod cli;
 pub mod contract;
 pub mod error;
+pub mod filter;
 pub mod input;
 pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
+pub mod process;
 pub mod prometheus;
 pub mod rendered;
 pub mod report;

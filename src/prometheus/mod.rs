@@ -9,7 +9,6 @@ use crate::wait::{self, Check};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -171,8 +170,8 @@ fn spawn(binary: &Path, dir: &Path, config: &Path, port: u16) -> Result<Child> {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .process_group(0);
+        .stderr(log_file);
+    crate::process::harness_child(&mut cmd);
     cmd.spawn().with_context(|| format!("starting {}", binary.display()))
 }
 
