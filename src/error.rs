@@ -92,3 +92,22 @@ impl HarnessError {
         }
     }
 }
+
+/// A resource under test is broken (a PodMonitor that selects no proxy, a GlobalNetworkPolicy that
+/// keeps Prometheus out, an EnvoyProxy that loses the audit lines): the scenario FAILS (exit 1) with
+/// this message, never passes and is never reported as infrastructure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{resource}: {problem}")]
+pub struct BrokenResource {
+    /// Kind and name of the resource, e.g. `PodMonitor tigera-prometheus/tigera-waf-gateway-proxies`.
+    pub resource: String,
+    /// What is wrong and what was observed, in sentences.
+    pub problem: String,
+}
+
+impl BrokenResource {
+    /// The broken resource in an error chain, if any (the runner turns it into a failed scenario).
+    pub fn find(err: &anyhow::Error) -> Option<&BrokenResource> {
+        err.chain().find_map(|cause| cause.downcast_ref::<BrokenResource>())
+    }
+}
