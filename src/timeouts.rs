@@ -15,8 +15,10 @@ pub struct Timeouts {
     pub next_scrape: Duration,
     /// One HTTP request of the traffic.
     pub request: Duration,
-    /// A policy's audit records are all written.
-    pub audit_settled: Duration,
+    /// Every expected audit record is in the audit log (Envoy writes its log file every 10 s).
+    pub audit_records: Duration,
+    /// The audit log has been flushed after the last request (so absent records are really absent).
+    pub audit_flushed: Duration,
     /// The whole of one scenario, traffic and assertions included.
     pub scenario: Duration,
     /// `kind create cluster`.
@@ -60,7 +62,8 @@ impl Default for Timeouts {
             target_up: s(30),
             next_scrape: s(15),
             request: s(10),
-            audit_settled: s(10),
+            audit_records: s(25),
+            audit_flushed: s(25),
             scenario: s(120),
             cluster_create: s(300),
             crd_established: s(60),

@@ -13,7 +13,8 @@ use waf_e2e::report::Progress;
 use waf_e2e::runner::{self, Outcome, RunOptions, Verdict};
 use waf_e2e::scenario::{Capability, Scenario};
 use waf_e2e::stack::local::{LocalOptions, LocalPorts, LocalStack};
-use waf_e2e::stack::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack};
+use std::collections::BTreeMap;
+use waf_e2e::stack::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use waf_e2e::timeouts::Timeouts;
 
 /// Generous bound on how long a faulted run may take on a loaded 2-core CI machine; the runner
@@ -44,6 +45,18 @@ impl Stack for FaultBeforeTraffic {
     }
     fn capabilities(&self) -> &[Capability] {
         self.inner.capabilities()
+    }
+    fn filter(&self) -> &FilterInfo {
+        self.inner.filter()
+    }
+    async fn backend_reach(&self, ids: &[String]) -> anyhow::Result<Option<BTreeMap<String, BackendReach>>> {
+        self.inner.backend_reach(ids).await
+    }
+    async fn audit_flushes(&self) -> anyhow::Result<Option<u64>> {
+        self.inner.audit_flushes().await
+    }
+    fn audit_hints(&self) -> Vec<String> {
+        self.inner.audit_hints()
     }
     async fn install_scenario(&self, scenario: &Scenario) -> anyhow::Result<ScenarioEnv> {
         self.inner.install_scenario(scenario).await

@@ -1,6 +1,6 @@
 //! Audit records matched to requests by correlation id: one record per decision, none for the rest.
 
-use crate::scenario::{AuditExpectation, Decision};
+use crate::scenario::Decision;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -32,8 +32,24 @@ pub struct ObservedRecord {
     pub uri: String,
 }
 
+/// The audit record one request (every repeat of it) must produce, resolved for the filter in use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedRecord {
+    /// The request's name in `traffic`.
+    pub request: String,
+    /// Blocked or would_block.
+    pub decision: Decision,
+    /// Rule ids that must appear among the record's messages.
+    pub rule_ids: Vec<u64>,
+}
+
+/// The correlation ids of the sent requests that must have a record.
+pub fn expected_ids<'a>(expected: &[ExpectedRecord], sent: &'a [SentRequest]) -> Vec<&'a str> {
+    sent.iter().filter(|s| expected.iter().any(|e| e.request == s.name)).map(|s| s.correlation_id.as_str()).collect()
+}
+
 /// Compares the records of this scenario's requests with the expectations; returns one message per failure.
-pub fn check(expected: &[AuditExpectation], sent: &[SentRequest], records: &[ObservedRecord]) -> Vec<String> {
+pub fn check(expected: &[ExpectedRecord], sent: &[SentRequest], records: &[ObservedRecord]) -> Vec<String> {
     let mut by_id: BTreeMap<&str, Vec<&ObservedRecord>> = BTreeMap::new();
     for r in records {
         if let Some(id) = r.correlation_id.as_deref() {
@@ -43,12 +59,13 @@ pub fn check(expected: &[AuditExpectation], sent: &[SentRequest], records: &[Obs
     let mut failures = Vec::new();
     for req in sent {
         let found = by_id.get(req.correlation_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let rule = expected.iter().find(|e| e.request.value == req.name);
+        let rule = expected.iter().find(|e| e.request == req.name);
         let who = format!("request `{}` #{} ({}={})", req.name, req.repeat + 1, crate::contract::CORRELATION_HEADER, req.correlation_id);
         match (rule, found) {
             (None, []) => {}
             (None, recs) => failures.push(format!(
-                "{who}: expected NO audit record, found {}:\n{}", recs.len(), describe(recs))),
+                "{who}: expected NO audit record (the scenario has no `audit:` entry for request `{}`; add one if the WAF should decide on it), found {}:\n{}",
+                req.name, recs.len(), describe(recs))),
             (Some(e), []) => failures.push(format!(
                 "{who}: expected an audit record ({}, rule ids {:?}), found none", e.decision, e.rule_ids)),
             (Some(e), [one]) => {
@@ -84,14 +101,9 @@ fn describe(records: &[&ObservedRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_saphyr::{Location, Spanned};
 
-    fn expect(request: &str, decision: Decision, ids: &[u64]) -> AuditExpectation {
-        AuditExpectation {
-            request: Spanned::new(request.to_string(), Location::UNKNOWN, Location::UNKNOWN),
-            decision,
-            rule_ids: ids.to_vec(),
-        }
+    fn expect(request: &str, decision: Decision, ids: &[u64]) -> ExpectedRecord {
+        ExpectedRecord { request: request.to_string(), decision, rule_ids: ids.to_vec() }
     }
 
     fn sent(name: &str, id: &str) -> SentRequest {
@@ -123,6 +135,7 @@ mod tests {
         let failures = check(&[], &[sent("benign", "b1")], &[record("b1", None, &[920350])]);
         assert_eq!(failures.len(), 1);
         assert!(failures[0].contains("expected NO audit record"), "{}", failures[0]);
+        assert!(failures[0].contains("no `audit:` entry for request `benign`"), "the message says what is missing: {}", failures[0]);
     }
 
     #[test]

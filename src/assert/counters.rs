@@ -97,7 +97,7 @@ fn show(v: Option<f64>) -> String {
 pub fn nearest(expectation: &CounterExpectation, snapshot: &Snapshot) -> String {
     let candidates: Vec<&Sample> = snapshot.series.iter().filter(|s| s.name() == expectation.metric).collect();
     let Some(best) = candidates.iter().max_by_key(|s| expectation.labels.iter().filter(|(k, v)| s.labels.get(*k) == Some(v)).count()) else {
-        return format!("    no {} series exists at all: the scrape or the relabeling produced none\n", expectation.metric);
+        return format!("    no {} series exists at all\n", expectation.metric);
     };
     let mut out = format!("    nearest series: {} = {}\n", format_series(best.name(), &best.labels), best.value);
     for (k, want) in &expectation.labels {

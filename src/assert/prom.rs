@@ -72,7 +72,18 @@ struct VectorItem {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TargetsData {
+    #[serde(default)]
     active_targets: Vec<Target>,
+    #[serde(default)]
+    dropped_targets: Vec<DroppedTarget>,
+}
+
+/// A discovered target that relabeling dropped, as `/api/v1/targets?state=dropped` reports it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DroppedTarget {
+    /// The labels discovery gave it (`__meta_kubernetes_pod_label_*`, port names, `job` = the scrape pool).
+    pub discovered_labels: BTreeMap<String, String>,
 }
 
 impl PromClient {
@@ -120,6 +131,12 @@ impl PromClient {
     pub async fn targets(&self, scrape_pool: &str) -> Result<Vec<Target>> {
         let data: TargetsData = self.get("/api/v1/targets", &[("state", "active".to_string())]).await?;
         Ok(data.active_targets.into_iter().filter(|t| t.scrape_pool == scrape_pool).collect())
+    }
+
+    /// The discovered targets of `scrape_pool` that its relabeling dropped.
+    pub async fn dropped_targets(&self, scrape_pool: &str) -> Result<Vec<DroppedTarget>> {
+        let data: TargetsData = self.get("/api/v1/targets", &[("state", "dropped".to_string())]).await?;
+        Ok(data.dropped_targets.into_iter().filter(|t| t.discovered_labels.get("job").map(String::as_str) == Some(scrape_pool)).collect())
     }
 
     /// Whether `/-/ready` answers 200.

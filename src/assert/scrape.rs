@@ -1,6 +1,7 @@
 //! Scrape rounds: waiting for the proxy targets to be `up`, and for a scrape newer than an instant.
 
-use super::prom::{quote, PromClient, Target};
+use super::prom::{quote, DroppedTarget, PromClient, Target};
+use crate::error::BrokenResource;
 use crate::wait::{self, Check};
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -24,12 +25,20 @@ pub struct ScrapeRound {
 }
 
 /// Waits until the pool has at least one target and all its targets report `up == 1`.
+///
+/// When discovery found the proxy but the PodMonitor's relabeling dropped it (its selector or port
+/// matches no proxy), that is the resource under test failing: a [`BrokenResource`] naming the
+/// PodMonitor, with the proxy's labels and ports beside it.
 pub async fn target_up(prom: &PromClient, pool: &str, timeout: Duration) -> Result<ScrapeTargets> {
     let condition = format!("scrape pool {pool} to have its targets up");
-    wait::until(&condition, timeout, || async {
+    let outcome = wait::until(&condition, timeout, || async {
         let targets = prom.targets(pool).await?;
         if targets.is_empty() {
-            return Ok(Check::NotYet(format!("no active target in pool {pool}")));
+            let dropped: Vec<DroppedTarget> = prom.dropped_targets(pool).await?.into_iter().filter(is_gateway_proxy).collect();
+            if !dropped.is_empty() {
+                return Ok(Check::Met(Err(selects_no_proxy(pool, &dropped))));
+            }
+            return Ok(Check::NotYet(format!("no active target in pool {pool}, and no Envoy Gateway proxy among its dropped ones")));
         }
         let unhealthy: Vec<String> = targets
             .iter()
@@ -44,9 +53,36 @@ pub async fn target_up(prom: &PromClient, pool: &str, timeout: Duration) -> Resu
         if ups.len() < targets.len() || ups.iter().any(|s| s.value != 1.0) {
             return Ok(Check::NotYet(format!("up{{job={job:?}}} = {:?}", ups.iter().map(|s| s.value).collect::<Vec<_>>())));
         }
-        Ok(Check::Met(ScrapeTargets { pool: pool.to_string(), job, targets }))
+        Ok(Check::Met(Ok(ScrapeTargets { pool: pool.to_string(), job, targets })))
     })
-    .await
+    .await?;
+    Ok(outcome?)
+}
+
+/// Whether discovery saw this target on an Envoy Gateway proxy pod (the labels every proxy carries).
+fn is_gateway_proxy(t: &DroppedTarget) -> bool {
+    let label = |k: &str| t.discovered_labels.get(&format!("__meta_kubernetes_pod_label_{k}")).map(String::as_str);
+    label("app_kubernetes_io_component") == Some("proxy") && label("app_kubernetes_io_managed_by") == Some("envoy-gateway")
+}
+
+/// The failure for a PodMonitor whose selector or port drops every proxy the discovery found.
+pub fn selects_no_proxy(pool: &str, dropped: &[DroppedTarget]) -> BrokenResource {
+    let resource = match pool.strip_prefix("podMonitor/").and_then(|rest| rest.rsplit_once('/')) {
+        Some((ns_name, _index)) => format!("PodMonitor {ns_name}"),
+        None => format!("scrape job {pool}"),
+    };
+    let mut problem = format!("selects no proxy pod: Prometheus discovered {} target(s) for scrape pool {pool} and its relabeling dropped every one (the selector or the port does not match). What the proxies offer:", dropped.len());
+    for t in dropped.iter().take(3) {
+        let l = &t.discovered_labels;
+        let pod = format!("{}/{}", l.get("__meta_kubernetes_namespace").map_or("?", String::as_str), l.get("__meta_kubernetes_pod_name").map_or("?", String::as_str));
+        let labels: Vec<String> = l.iter()
+            .filter_map(|(k, v)| k.strip_prefix("__meta_kubernetes_pod_label_").map(|k| format!("{k}={v}")))
+            .collect();
+        let port = l.get("__meta_kubernetes_pod_container_port_name").map_or("?", String::as_str);
+        let number = l.get("__meta_kubernetes_pod_container_port_number").map_or("?", String::as_str);
+        problem.push_str(&format!("\n    pod {pod}: labels (sanitised) {{{}}}, container port {port:?} ({number})", labels.join(", ")));
+    }
+    BrokenResource { resource, problem }
 }
 
 /// How far Prometheus may move a scrape's timestamp towards its schedule (`ScrapeTimestampTolerance`,

@@ -8,18 +8,20 @@ use std::fmt::Write;
 pub fn summary_table(outcomes: &[Outcome]) -> String {
     let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(8).max(8);
     let mut out = String::new();
-    let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}", "scenario", "result", "total", "install", "baseline", "traffic", "settle", "confirm");
+    let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}", "scenario", "result", "total", "install", "baseline", "traffic", "settle", "confirm", "audit", "audit lat");
     for o in outcomes {
         let t = &o.timings;
         let result = match o.verdict {
+            Verdict::Passed if !o.not_checked.is_empty() => "pass*",
             Verdict::Passed => "pass",
             Verdict::Failed(_) => "FAIL",
             Verdict::Skipped(_) => "skip",
             Verdict::Broken(_) => "ERROR",
         };
         let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
-        let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}",
-            o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm));
+        let latency = t.audit_latency.map_or_else(|| "-".to_string(), secs);
+        let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}",
+            o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm), secs(t.audit), latency);
     }
     let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
     let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors",
@@ -40,6 +42,15 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
                 let _ = writeln!(out, "\n--- {} skipped: {why}", o.name);
             }
             Verdict::Passed => {}
+        }
+        if !o.not_checked.is_empty() {
+            let _ = writeln!(out, "\n--- {}: {} expectation(s) NOT CHECKED with this filter (not counted as passed) ---", o.name, o.not_checked.len());
+            for n in &o.not_checked {
+                let _ = writeln!(out, "  - {n}");
+            }
+        }
+        for n in &o.notes {
+            let _ = writeln!(out, "  {}: {n}", o.name);
         }
         if let Some(dir) = &o.diagnostics {
             let _ = writeln!(out, "  diagnostics: {}", dir.display());

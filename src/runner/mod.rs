@@ -1,5 +1,8 @@
 //! The runner: scenarios on a stack, concurrently where they are isolated, with a verdict each.
 
+pub mod audit_wait;
+pub mod expect;
+pub mod reach;
 pub mod scenario;
 pub mod traffic;
 
@@ -42,6 +45,10 @@ pub struct Outcome {
     pub timings: Timings,
     /// The diagnostics bundle, when one was written.
     pub diagnostics: Option<PathBuf>,
+    /// Expectations the filter in use has no value for: not checked, and never counted as passed.
+    pub not_checked: Vec<String>,
+    /// What else the run observed (the filter checked, backend reach, how the audit wait ended).
+    pub notes: Vec<String>,
 }
 
 /// Options of one run.
@@ -92,6 +99,8 @@ pub async fn run_all(stack: &dyn Stack, scenarios: &[Scenario], opts: &RunOption
                 duration: Duration::ZERO,
                 timings: Timings::default(),
                 diagnostics: None,
+                not_checked: Vec::new(),
+                notes: Vec::new(),
             });
         }
     }
@@ -107,7 +116,7 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
     let missing: Vec<String> = scenario.needs().into_iter().filter(|c| !stack.capabilities().contains(c)).map(|c| format!("{c:?}")).collect();
     if !missing.is_empty() {
         let reason = format!("the {} stack lacks {}", stack.name(), missing.join(", "));
-        let outcome = Outcome { name, verdict: Verdict::Skipped(reason), duration: started.elapsed(), timings: Timings::default(), diagnostics: None };
+        let outcome = Outcome { name, verdict: Verdict::Skipped(reason), duration: started.elapsed(), timings: Timings::default(), diagnostics: None, not_checked: Vec::new(), notes: Vec::new() };
         progress.finished(&outcome);
         return outcome;
     }
@@ -132,9 +141,19 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         observed = tokio::time::timeout(remaining, scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone())) => observed,
         failure = infrastructure_failure(stack, remaining) => Ok(Err(failure)),
     };
+    let mut not_checked = Vec::new();
+    let mut notes = Vec::new();
     let (mut verdict, mut timings) = match observed {
-        Ok(Ok(obs)) if obs.failures.is_empty() => (Verdict::Passed, obs.timings),
-        Ok(Ok(obs)) => (Verdict::Failed(obs.failures), obs.timings),
+        Ok(Ok(obs)) => {
+            not_checked = obs.not_checked;
+            notes = obs.notes;
+            (if obs.failures.is_empty() { Verdict::Passed } else { Verdict::Failed(obs.failures) }, obs.timings)
+        }
+        // The resource under test is at fault, not the infrastructure: a failed verdict naming it.
+        Ok(Err(e)) if crate::error::BrokenResource::find(&e).is_some() => {
+            let broken = crate::error::BrokenResource::find(&e).map(ToString::to_string).unwrap_or_default();
+            (Verdict::Failed(vec![broken]), Timings::default())
+        }
         Ok(Err(e)) => (Verdict::Broken(with_cause(stack, format!("{e:#}")).await), Timings::default()),
         Err(_) => (Verdict::Broken(with_cause(stack, format!("scenario did not finish within its deadline of {deadline:?}")).await), Timings::default()),
     };
@@ -157,7 +176,10 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
             other => other,
         };
     }
-    finish(progress, name, verdict, started, timings, diagnostics)
+    let mut outcome = finish(progress, name, verdict, started, timings, diagnostics);
+    outcome.not_checked = not_checked;
+    outcome.notes = notes;
+    outcome
 }
 
 /// Resolves with the stack's health error as soon as a part of it dies; stays pending while it is healthy.
@@ -188,7 +210,7 @@ async fn with_cause(stack: &dyn Stack, what: String) -> String {
 }
 
 fn finish(progress: &Progress, name: String, verdict: Verdict, started: Instant, timings: Timings, diagnostics: Option<PathBuf>) -> Outcome {
-    let outcome = Outcome { name, verdict, duration: started.elapsed(), timings, diagnostics };
+    let outcome = Outcome { name, verdict, duration: started.elapsed(), timings, diagnostics, not_checked: Vec::new(), notes: Vec::new() };
     progress.finished(&outcome);
     outcome
 }

@@ -1,12 +1,12 @@
 //! Running one scenario on a stack: install, baseline, traffic, two scrapes, audit, verdict.
 
-use super::traffic;
+use super::{audit_wait, expect, reach, traffic};
 use crate::assert::audit::{self, ObservedRecord};
 use crate::assert::counters::{self, CounterExpectation, Snapshot};
 use crate::assert::prom::{quote, PromClient};
 use crate::assert::scrape::{self, ScrapeRound, ScrapeTargets};
-use crate::contract::{sanitize, DECISIONS, TRANSACTIONS, WAF_SERIES_REGEX};
-use crate::scenario::{Increase, Scenario};
+use crate::contract::{sanitize, DECISIONS, WAF_SERIES_REGEX};
+use crate::scenario::Scenario;
 use crate::stack::{AuditLines, ScenarioEnv, Stack};
 use crate::timeouts::Timeouts;
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Where the time of one scenario went.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Timings {
     /// Installing policy, route and backend.
     pub install: Duration,
@@ -26,6 +26,10 @@ pub struct Timings {
     pub settle: Duration,
     /// The confirming scrape.
     pub confirm: Duration,
+    /// Waiting for the audit records and for the log to be flushed after the traffic.
+    pub audit: Duration,
+    /// From the last response until every expected audit record had been read (none expected: `None`).
+    pub audit_latency: Option<Duration>,
 }
 
 /// What one scenario observed, before the verdict is drawn.
@@ -34,21 +38,30 @@ pub struct Observation {
     pub env: ScenarioEnv,
     /// Failures found, each a self-contained message.
     pub failures: Vec<String>,
+    /// Expectations this filter has no value for (reported as not checked, never as passed).
+    pub not_checked: Vec<String>,
+    /// Facts worth reporting even on a pass: which filter's expectations were checked, backend reach, how the audit wait ended.
+    pub notes: Vec<String>,
     /// Phase timings.
     pub timings: Timings,
 }
 
-/// Runs `scenario` on `stack`: infrastructure problems are `Err`, expectation failures are in the observation.
+/// Runs `scenario` on `stack`: infrastructure problems are `Err` (a [`crate::error::BrokenResource`]
+/// among them is a failed verdict), expectation failures are in the observation.
 pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeouts: &Timeouts, env: ScenarioEnv) -> Result<Observation> {
     let endpoints = stack.endpoints();
     let prom = PromClient::new(&endpoints.prometheus_url)?;
+    let filter = stack.filter();
+    let expected = expect::resolve(scenario, &env, &filter.flavour);
     let mut timings = Timings::default();
+    let mut notes = vec![format!("expectations checked for filter `{}` ({})", filter.flavour, filter.description)];
 
     let started = Instant::now();
     let targets = scrape::target_up(&prom, &endpoints.scrape_pool, timeouts.target_up).await?;
     let before = prom.server_time().await?;
     let baseline_round = scrape::round_after(&prom, &targets, before, timeouts.next_scrape).await.context("baseline scrape")?;
     let baseline = snapshot(&prom, &targets, baseline_round).await?;
+    let mut failures = stored_beyond_contract(&prom, &targets, baseline_round, &endpoints.scrape_pool).await?;
     let cursor = stack.audit_cursor().await.context("read audit log position before traffic")?;
     timings.baseline = started.elapsed();
 
@@ -56,6 +69,7 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     let sent = traffic::drive(&endpoints.gateway_url, scenario, &env, run_id, timeouts.request).await?;
     let traffic_done = Instant::now();
     timings.traffic = traffic_done - started;
+    let flush_mark = stack.audit_flushes().await.context("read the audit log's flush count after the traffic")?;
 
     let after = prom.server_time().await?;
     let first = scrape::round_after(&prom, &targets, after, timeouts.next_scrape).await.context("first scrape after the traffic")?;
@@ -65,28 +79,43 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     let second = scrape::round_after(&prom, &targets, first.at, timeouts.next_scrape).await.context("confirming scrape")?;
     let second_snapshot = snapshot(&prom, &targets, second).await?;
     timings.confirm = started.elapsed();
-    let lines = stack.audit_lines_since(&cursor).await.context("read audit log after traffic")?;
 
-    let mut failures = sent.status_failures.clone();
+    let started = Instant::now();
+    let expected_ids = audit::expected_ids(&expected.audit, &sent.sent);
+    let read = audit_wait::read(stack, &cursor, &expected_ids, traffic_done, flush_mark, timeouts).await?;
+    timings.audit = started.elapsed();
+    timings.audit_latency = read.latency;
+    notes.push(format!("audit log read after: {}", read.flushed_by));
+
+    failures.extend(sent.status_failures.clone());
     let rounds = [first_snapshot, second_snapshot];
-    let expectations = counter_expectations(scenario, &env);
-    for e in &expectations {
+    let raw = stack.raw_stats().await.context("read the proxy's raw counters")?;
+    for e in &expected.counters {
         if let Err(msg) = counters::check(e, &baseline, &rounds) {
-            failures.push(msg);
+            failures.push(with_raw_diagnosis(msg, e, &raw, &env));
         }
     }
-    failures.extend(unexpected_decisions(scenario, &env, &expectations, &baseline, &rounds[1]));
+    failures.extend(unexpected_decisions(scenario, &env, &expected.counters, &baseline, &rounds[1]));
     if scenario.expect.no_decisions {
-        failures.extend(raw_decisions_of_policy(stack, &env).await?);
+        failures.extend(raw_decisions_of_policy(&raw, &env));
     }
-    let (records, broken) = audit_records(&lines, &sent.sent, &env);
+    let (records, broken) = audit_records(&read.lines, &sent.sent, &env);
     failures.extend(broken);
-    failures.extend(audit::check(&scenario.expect.audit, &sent.sent, &records));
+    let audit_failures = audit::check(&expected.audit, &sent.sent, &records);
+    if !read.missing.is_empty() {
+        for hint in stack.audit_hints() {
+            failures.push(format!("expected audit records never reached the audit log; the rendered resources explain it: {hint}"));
+        }
+    }
+    failures.extend(audit_failures);
+    let (reach_failures, reach_notes) = reach::check(stack, &sent.sent, &expected.reaches_backend, &expected.audit).await?;
+    failures.extend(reach_failures);
+    notes.extend(reach_notes);
 
     if !failures.is_empty() {
-        failures.push(observed_context(stack, &rounds[1], &records).await);
+        failures.push(observed_context(&raw, &rounds[1], &records));
     }
-    Ok(Observation { env, failures, timings })
+    Ok(Observation { env, failures, not_checked: expected.not_checked, notes, timings })
 }
 
 async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
@@ -95,39 +124,36 @@ async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound
     Ok(Snapshot { at: round.at, series })
 }
 
-/// The scenario's counter expectations, with `policy`, `namespace` and `gateway` defaulted from the stack.
-pub fn counter_expectations(scenario: &Scenario, env: &ScenarioEnv) -> Vec<CounterExpectation> {
-    let mut out = Vec::new();
-    for (i, d) in scenario.expect.decisions.iter().enumerate() {
-        let mut labels = d.labels.clone();
-        labels.insert("decision".into(), d.decision.as_label().into());
-        labels.entry("policy".into()).or_insert_with(|| sanitize(&env.policy));
-        labels.entry("namespace".into()).or_insert_with(|| sanitize(&env.namespace));
-        labels.entry("gateway".into()).or_insert_with(|| env.gateway.clone());
-        out.push(CounterExpectation {
-            what: format!("decision series #{}", i + 1),
-            metric: DECISIONS.into(),
-            labels,
-            increase: increase_of(d.increase.as_ref(), d.at_least.as_ref()),
-        });
+/// Series the scrape job stores beyond the contract's (and Prometheus' own `up`/`scrape_*`): a
+/// PodMonitor whose `keep` lets Envoy's own stats through fails, naming the first offenders.
+async fn stored_beyond_contract(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound, pool: &str) -> Result<Vec<String>> {
+    let query = format!("count by (__name__) ({{job={},__name__!~{}}})", quote(&targets.job), quote(&format!("{WAF_SERIES_REGEX}|up|scrape_.+")));
+    let offenders = prom.instant(&query, Some(round.at)).await.with_context(|| format!("query {query}"))?;
+    if offenders.is_empty() {
+        return Ok(Vec::new());
     }
-    if let Some(t) = &scenario.expect.transactions {
-        out.push(CounterExpectation {
-            what: "transactions series".into(),
-            metric: TRANSACTIONS.into(),
-            labels: BTreeMap::from([("gateway".to_string(), env.gateway.clone())]),
-            increase: increase_of(t.increase.as_ref(), t.at_least.as_ref()),
-        });
-    }
-    out
+    let mut names: Vec<String> = offenders.iter().map(|s| s.labels.get("__name__").cloned().unwrap_or_default()).collect();
+    names.sort();
+    let resource = match pool.strip_prefix("podMonitor/").and_then(|rest| rest.rsplit_once('/')) {
+        Some((ns_name, _)) => format!("PodMonitor {ns_name}"),
+        None => format!("scrape job {pool}"),
+    };
+    Ok(vec![format!(
+        "{resource} lets series beyond the contract into Prometheus: job {} stores {} metric name(s) besides tigera_waf_* (its metricRelabelings must keep only the WAF counters), first: {}",
+        targets.job, names.len(), names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))])
 }
 
-fn increase_of(exact: Option<&serde_saphyr::Spanned<u64>>, at_least: Option<&serde_saphyr::Spanned<u64>>) -> Increase {
-    match (exact, at_least) {
-        (Some(n), _) => Increase::Exactly(n.value),
-        (None, Some(n)) => Increase::AtLeast(n.value),
-        // The loader rejects a count with neither; keep the strictest reading if one slips through.
-        (None, None) => Increase::Exactly(0),
+/// A failed decision expectation with no series at all, explained from the proxy's raw counters:
+/// did the WAF decide nothing, or did the relabeling lose what it counted?
+fn with_raw_diagnosis(msg: String, e: &CounterExpectation, raw: &str, env: &ScenarioEnv) -> String {
+    if e.metric != DECISIONS {
+        return msg;
+    }
+    let counted = raw_decision_lines(raw, &env.policy);
+    if counted.is_empty() {
+        format!("{msg}    the proxy's raw counters hold no decision for policy {}: the WAF decided nothing for this traffic (the relabeling is not at fault)\n", env.policy)
+    } else {
+        format!("{msg}    the proxy DID count decisions for policy {} ({}), so the PodMonitor's relabeling lost or changed them\n", env.policy, counted.join("; "))
     }
 }
 
@@ -154,12 +180,11 @@ fn unexpected_decisions(scenario: &Scenario, env: &ScenarioEnv, expectations: &[
 }
 
 /// Decision counters the proxy itself exposes for this policy: a check of `no_decisions` that does not depend on the relabeling.
-async fn raw_decisions_of_policy(stack: &dyn Stack, env: &ScenarioEnv) -> Result<Vec<String>> {
-    let raw = stack.raw_stats().await.context("read the proxy's raw counters")?;
-    Ok(raw_decision_lines(&raw, &env.policy)
+fn raw_decisions_of_policy(raw: &str, env: &ScenarioEnv) -> Vec<String> {
+    raw_decision_lines(raw, &env.policy)
         .into_iter()
         .map(|l| format!("the proxy counted a decision for policy {} although the scenario expects none: {l}", env.policy))
-        .collect())
+        .collect()
 }
 
 /// Exposition lines of decision counters whose stat name carries `policy=<policy>` (sanitised).
@@ -216,20 +241,15 @@ fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest], env: &Scenario
 }
 
 /// What a person needs beside the failures: every WAF series, the proxy's raw counters, the audit records.
-async fn observed_context(stack: &dyn Stack, last: &Snapshot, records: &[ObservedRecord]) -> String {
-    let mut out = format!("observed tigera_waf_* series at t={:.3}:\n{}", last.at, counters::list(last));
-    match stack.raw_stats().await {
-        Ok(raw) => {
-            let waf: Vec<&str> = raw.lines().filter(|l| l.starts_with(crate::contract::RAW_PREFIX)).collect();
-            out.push_str("raw WAF counters the proxy exposes (/stats/prometheus):\n");
-            if waf.is_empty() {
-                out.push_str("    (none)\n");
-            }
-            for l in waf {
-                out.push_str(&format!("    {l}\n"));
-            }
-        }
-        Err(e) => out.push_str(&format!("raw counters could not be read: {e:#}\n")),
+fn observed_context(raw: &str, last: &Snapshot, records: &[ObservedRecord]) -> String {
+    let mut out = format!("observed tigera_waf_* series at {}:\n{}", readable_time(last.at), counters::list(last));
+    let waf: Vec<&str> = raw.lines().filter(|l| l.starts_with(crate::contract::RAW_PREFIX)).collect();
+    out.push_str("raw WAF counters the proxy exposes (/stats/prometheus):\n");
+    if waf.is_empty() {
+        out.push_str("    (none)\n");
+    }
+    for l in waf {
+        out.push_str(&format!("    {l}\n"));
     }
     out.push_str(&format!("audit records of this scenario's requests: {}\n", records.len()));
     for r in records {
@@ -237,6 +257,15 @@ async fn observed_context(stack: &dyn Stack, last: &Snapshot, records: &[Observe
         out.push_str(&format!("    {} decision={decision} rule_ids={:?} uri={}\n", r.correlation_id.as_deref().unwrap_or("?"), r.rule_ids, r.uri));
     }
     out
+}
+
+/// A Prometheus timestamp as UTC time with milliseconds, and the raw value for queries.
+pub fn readable_time(at: f64) -> String {
+    let millis = (at * 1000.0).round() as i64;
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(t) => format!("{} (t={at:.3})", t.format("%Y-%m-%d %H:%M:%S%.3f UTC")),
+        None => format!("t={at:.3}"),
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,11 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
         if r.method.is_empty() || !r.method.bytes().all(|b| b.is_ascii_uppercase()) {
             bad(&r.name.referenced, &format!("traffic[{i}].method"), format!("`{}` is not an upper-case HTTP method", r.method));
         }
+        for flavour in r.reaches_backend.keys() {
+            if let Some(msg) = flavour_problem(flavour) {
+                bad(&r.name.referenced, &format!("traffic[{i}].reaches_backend.{flavour}"), msg);
+            }
+        }
     }
     for (i, d) in s.expect.decisions.iter().enumerate() {
         let field = format!("expect.decisions[{i}]");
@@ -156,6 +161,19 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
             }
             if key == "decision" {
                 bad(&s.traffic.referenced, &format!("{field}.labels.decision"), "set `decision:` beside `labels`, not inside it".into());
+            }
+        }
+        for (flavour, labels) in &d.by_filter {
+            if let Some(msg) = flavour_problem(flavour) {
+                bad(&s.traffic.referenced, &format!("{field}.by_filter.{flavour}"), msg);
+            }
+            for key in labels.keys() {
+                if !is_label_name(key) || key == "decision" {
+                    bad(&s.traffic.referenced, &format!("{field}.by_filter.{flavour}.{key}"), "is not a label a filter build can change".into());
+                }
+                if d.labels.contains_key(key) {
+                    bad(&s.traffic.referenced, &format!("{field}.by_filter.{flavour}.{key}"), format!("`{key}` is also in `labels`: give it in one place"));
+                }
             }
         }
     }
@@ -180,11 +198,24 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
         if !audited.insert(a.request.value.clone()) {
             bad(&a.request.referenced, &format!("expect.audit[{i}].request"), format!("`{}` is listed twice", a.request.value));
         }
-        if a.rule_ids.is_empty() {
-            bad(&a.request.referenced, &format!("expect.audit[{i}].rule_ids"), "is empty: name the rule ids the record must carry".into());
+        if a.rule_ids.is_empty() && a.by_filter.is_empty() {
+            bad(&a.request.referenced, &format!("expect.audit[{i}].rule_ids"), "is empty: name the rule ids the record must carry (here or per filter in `by_filter`)".into());
+        }
+        for (flavour, ids) in &a.by_filter {
+            if let Some(msg) = flavour_problem(flavour) {
+                bad(&a.request.referenced, &format!("expect.audit[{i}].by_filter.{flavour}"), msg);
+            } else if ids.rule_ids.is_empty() {
+                bad(&a.request.referenced, &format!("expect.audit[{i}].by_filter.{flavour}.rule_ids"), "is empty".into());
+            }
         }
     }
     out
+}
+
+fn flavour_problem(flavour: &str) -> Option<String> {
+    (!super::model::is_filter_flavour(flavour)).then(|| {
+        format!("`{flavour}` is not a filter flavour: use one of {:?} or `custom-<name>` (and run with --waf-flavour <name>)", super::model::KNOWN_FILTER_FLAVOURS)
+    })
 }
 
 fn count_problem(increase: Option<&Spanned<u64>>, at_least: Option<&Spanned<u64>>) -> Option<String> {

@@ -112,6 +112,11 @@ pub struct Request {
     pub repeat: Spanned<u32>,
     /// The status every send must get back.
     pub expect_status: Spanned<u16>,
+    /// Per filter flavour: whether every send must reach the backend complete (`true`) or never
+    /// complete (`false`); whether the headers alone got there depends on Envoy's connection pool
+    /// and is never asserted. A flavour without an entry is reported as not checked.
+    #[serde(default)]
+    pub reaches_backend: BTreeMap<String, bool>,
 }
 
 fn default_method() -> String {
@@ -172,9 +177,13 @@ pub struct Expectations {
 pub struct DecisionExpectation {
     /// The `decision` label.
     pub decision: Decision,
-    /// Labels the series must carry exactly; `namespace` and `gateway` default to the stack's.
+    /// Labels the series must carry exactly, whatever the filter; `namespace` and `gateway` default to the stack's.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Labels whose values depend on the filter build (rule_id, phase), per filter flavour. A flavour
+    /// without an entry leaves them not checked (and says so), never passed.
+    #[serde(default)]
+    pub by_filter: BTreeMap<String, BTreeMap<String, String>>,
     /// Exact increase.
     #[serde(default)]
     pub increase: Option<Spanned<u64>>,
@@ -203,8 +212,34 @@ pub struct AuditExpectation {
     pub request: Spanned<String>,
     /// Blocked (interrupted) or would_block (DetectionOnly).
     pub decision: Decision,
-    /// Rule ids that must appear among the record's messages.
+    /// Rule ids that must appear among the record's messages, whatever the filter.
+    #[serde(default)]
     pub rule_ids: Vec<u64>,
+    /// Rule ids that depend on the filter build, per filter flavour (a flavour without an entry: not checked).
+    #[serde(default)]
+    pub by_filter: BTreeMap<String, FilterRuleIds>,
+}
+
+/// Filter-dependent rule ids of an audit record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRuleIds {
+    /// Rule ids that must appear among the record's messages with this filter.
+    pub rule_ids: Vec<u64>,
+}
+
+/// The WAF filter builds that scenarios can give filter-dependent values for (design: phases and rule
+/// ids are properties of the build). `custom-*` names are free for a team's own `--waf-wasm` builds.
+pub const KNOWN_FILTER_FLAVOURS: [&str; 4] = [
+    "stand-in",
+    "coraza-proxy-wasm-release",
+    "coraza-proxy-wasm-no-multiphase",
+    "tigera",
+];
+
+/// Whether `name` is a filter flavour scenarios may use: a known one, or `custom-<something>`.
+pub fn is_filter_flavour(name: &str) -> bool {
+    KNOWN_FILTER_FLAVOURS.contains(&name) || name.strip_prefix("custom-").is_some_and(|rest| !rest.is_empty())
 }
 
 /// A checked increase: exactly N, or at least N.

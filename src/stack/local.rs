@@ -60,6 +60,7 @@ pub struct LocalStack {
     admin_addr: std::net::SocketAddr,
     audit_log: PathBuf,
     prometheus_config: String,
+    filter: super::FilterInfo,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +97,7 @@ impl LocalStack {
             admin_addr,
             audit_log,
             prometheus_config,
+            filter: super::FilterInfo { flavour: "stand-in".into(), description: "reference proxy (stand-in)".into(), envoy_version: None },
             _dir: dir,
         })
     }
@@ -135,6 +137,10 @@ impl Stack for LocalStack {
 
     fn capabilities(&self) -> &[Capability] {
         &[Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog]
+    }
+
+    fn filter(&self) -> &super::FilterInfo {
+        &self.filter
     }
 
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {

@@ -48,6 +48,39 @@ pub struct AuditLines {
     pub lines: Vec<(String, String)>,
 }
 
+/// Which WAF filter runs on a stack: reports name it, and filter-dependent expectations are chosen by its flavour.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FilterInfo {
+    /// The flavour scenarios key filter-dependent values by (`stand-in`, `coraza-proxy-wasm-release`, ...).
+    pub flavour: String,
+    /// What runs, for people (`stand-in filter (waf-e2e) + ModSecurity v3.0.9 + OWASP CRS 3.3.4`).
+    pub description: String,
+    /// The Envoy that runs it, when known (`1.37.0`).
+    pub envoy_version: Option<String>,
+}
+
+/// How far one request got to the backend, as the backend recorded it by correlation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendReach {
+    /// The backend received the headers and the whole body.
+    Complete,
+    /// The backend received the headers, but the body never completed.
+    HeadersOnly,
+    /// The backend never saw the request.
+    Never,
+}
+
+impl std::fmt::Display for BackendReach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendReach::Complete => "the backend received it complete",
+            BackendReach::HeadersOnly => "the backend received only its headers (the body never arrived)",
+            BackendReach::Never => "the backend never saw it",
+        })
+    }
+}
+
 /// A place to run scenarios: the local stand-in stack, or a Kubernetes cluster.
 #[async_trait::async_trait]
 pub trait Stack: Send + Sync {
@@ -57,6 +90,8 @@ pub trait Stack: Send + Sync {
     fn endpoints(&self) -> &Endpoints;
     /// What this stack's WAF filter can do; scenarios needing more are skipped with the reason.
     fn capabilities(&self) -> &[Capability];
+    /// The WAF filter (and Envoy) in use.
+    fn filter(&self) -> &FilterInfo;
     /// Installs the scenario's policy, route and backend; returns where they live.
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv>;
     /// Removes what `install_scenario` created.
@@ -71,6 +106,22 @@ pub trait Stack: Send + Sync {
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()>;
     /// Stops everything the stack started.
     async fn shutdown(&self) -> Result<()>;
+    /// How far each of these requests got to the backend; `None` where the stack cannot tell (then
+    /// `reaches_backend` expectations are reported as not checked).
+    async fn backend_reach(&self, _correlation_ids: &[String]) -> Result<Option<BTreeMap<String, BackendReach>>> {
+        Ok(None)
+    }
+    /// How many times the audit log has been flushed with nothing left buffered (Envoy's
+    /// `filesystem.flushed_by_timer` while `write_total_buffered` is 0); `None` where the stack cannot
+    /// tell, and the runner then waits for Envoy's flush interval to pass instead.
+    async fn audit_flushes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// What in the resources under test would keep audit lines from the collector (e.g. an EnvoyProxy
+    /// without `--log-path /access_logs/envoy.log`), each naming the resource; added to audit failures.
+    fn audit_hints(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// `Err` naming the part that died (e.g. "Prometheus exited"); the runner polls it to fail fast.
     async fn health(&self) -> Result<()> {
         Ok(())

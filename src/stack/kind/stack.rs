@@ -16,7 +16,7 @@ use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
 use crate::scenario::{Capability, Scenario};
-use crate::stack::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack};
+use crate::stack::{AuditCursor, AuditLines, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{anyhow, Context, Result};
@@ -46,6 +46,17 @@ pub struct KindStack {
     applied: Mutex<BTreeMap<String, Vec<AppliedObject>>>,
     last_cursor: Mutex<Option<AuditCursor>>,
     audit_reader: Option<AuditReader>,
+    filter: FilterInfo,
+}
+
+/// The filter a profile runs: its flavour keys filter-dependent expectations (rule ids, phases).
+fn profile_filter(profile: &super::profile::Profile) -> FilterInfo {
+    let flavour = match profile.name.as_str() {
+        "oss" => "coraza-proxy-wasm-release",
+        other => other,
+    };
+    let image = profile.waf.wasm_image.clone().unwrap_or_else(|| "the product's WAF filter".into());
+    FilterInfo { flavour: flavour.into(), description: format!("{image} (profile {})", profile.name), envoy_version: None }
 }
 
 impl std::fmt::Debug for KindStack {
@@ -126,7 +137,9 @@ impl KindStack {
         let mut applied = BTreeMap::new();
         applied.insert(String::new(), applied_setup);
         let audit_reader = plan.audit_reader();
+        let filter = profile_filter(&plan.profile);
         Ok(KindStack {
+            filter,
             stats_url: stats.url(),
             _forwards: vec![gateway, stats, prometheus],
             client,
@@ -317,6 +330,10 @@ impl Stack for KindStack {
         &self.plan.profile.capabilities
     }
 
+    fn filter(&self) -> &FilterInfo {
+        &self.filter
+    }
+
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
         let o = objects::render(scenario, &self.plan.profile, &self.template, &self.plan.run_id)?;
         let applied = k8s::apply_manifests(&self.client, &o.yaml, &format!("scenario {}", scenario.name()), FIELD_MANAGER).await?;
@@ -468,6 +485,7 @@ mod tests {
             applied: Mutex::new(applied),
             last_cursor: Mutex::new(None),
             audit_reader: None,
+            filter: profile_filter(&plan.profile),
             plan,
         }
     }
