@@ -1,7 +1,8 @@
 //! waf-e2e: end-to-end acceptance harness for the Calico Ingress Gateway WAF observability feature.
 //!
 //! Layout: `scenario` (the model), `rendered` (the resources under test and the PodMonitor
-//! translation), `stack` (where scenarios run: local, kind, existing cluster), `proxy` (the
+//! translation), `profile` (what a stack installs and each scenario's WAF policy template), `stack`
+//! (where scenarios run: local, kind, existing cluster), `proxy` (the
 //! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
 
@@ -18,6 +19,7 @@ pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
 pub mod process;
+pub mod profile;
 pub mod prometheus;
 pub mod rendered;
 pub mod report;

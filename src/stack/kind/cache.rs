@@ -1,6 +1,6 @@
 //! Release-manifest downloads: cached on disk, sha256 recorded on first download (lock file) and verified after.
 
-use super::profile::Download;
+use crate::profile::Download;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

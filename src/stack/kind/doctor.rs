@@ -2,7 +2,7 @@
 //! `preflight` that `run` calls before starting anything.
 
 use super::cache::{Cache, LockFile};
-use super::profile::{lock_path, Install, Profile};
+use crate::profile::{lock_path, Install, Profile};
 use crate::error::HarnessError;
 pub use crate::stack::StackKind;
 use anyhow::{anyhow, Result};

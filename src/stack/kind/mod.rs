@@ -8,7 +8,6 @@ pub mod cluster;
 pub mod doctor;
 pub mod objects;
 pub mod plan;
-pub mod profile;
 pub mod secrets;
 pub mod stack;
 pub mod steps;

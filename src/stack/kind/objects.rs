@@ -3,12 +3,11 @@
 //! Namespace `waf-e2e-<run id>-<scenario>`, an echo backend (Deployment + Service), an HTTPRoute on the
 //! profile's Gateway with host `<scenario>.waf-e2e.test`, and the WAF policy from the profile's template.
 
-use super::profile::Profile;
-use crate::scenario::{Mode, Scenario};
-use anyhow::{anyhow, bail, Result};
+use crate::profile::waf_policy::render_waf_policy;
+use crate::profile::Profile;
+use crate::scenario::Scenario;
+use anyhow::Result;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The echo backend image: answers 200 with a JSON echo of the request for every method and path.
 pub const ECHO_IMAGE: &str = "ealen/echo-server:0.9.2";
@@ -68,50 +67,6 @@ pub fn host_for(scenario: &str) -> String {
     format!("{}.{HOST_DOMAIN}", dns_label(scenario, 63))
 }
 
-/// The SecLang lines of a scenario's policy for this profile: preamble (mode), CRS when asked, inline block.
-pub fn directives(profile: &Profile, scenario: &Scenario) -> Vec<String> {
-    let policy = &scenario.policy;
-    let mut lines: Vec<String> =
-        profile.waf.preamble.iter().map(|l| l.replace("{mode}", policy.mode.as_seclang())).collect();
-    if policy.rules.crs {
-        lines.extend(profile.waf.crs.iter().cloned());
-    }
-    if let Some(block) = &policy.rules.directives {
-        // One item: multi-line SecLang (continuations) stays intact.
-        let block = block.value.trim();
-        if !block.is_empty() {
-            lines.push(block.to_string());
-        }
-    }
-    lines
-}
-
-/// Fills `{{key}}` placeholders with JSON-encoded values (valid YAML scalars); an unknown placeholder is an error.
-pub fn fill_template(template: &str, values: &BTreeMap<&str, Value>) -> Result<String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| anyhow!("unclosed placeholder in WAF template"))?;
-        let key = after[..end].trim();
-        let value = values.get(key).ok_or_else(|| {
-            let known: Vec<&str> = values.keys().copied().collect();
-            anyhow!("unknown placeholder {{{{{key}}}}} in WAF template (known: {})", known.join(", "))
-        })?;
-        out.push_str(&serde_json::to_string(value)?);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Reads the profile's WAF template (relative to the repository root).
-pub fn load_template(root: &Path, profile: &Profile) -> Result<String> {
-    let path = root.join(&profile.waf.template);
-    std::fs::read_to_string(&path).map_err(|e| anyhow!("cannot read WAF template {}: {e}", path.display()))
-}
-
 /// Renders every object of `scenario` for `profile` in run `run_id`, given the profile's WAF `template` text.
 pub fn render(scenario: &Scenario, profile: &Profile, template: &str, run_id: &str) -> Result<ScenarioObjects> {
     let namespace = namespace_for(run_id, scenario.name());
@@ -141,28 +96,7 @@ pub fn render(scenario: &Scenario, profile: &Profile, template: &str, run_id: &s
                  "rules": [{"backendRefs": [{"name": ECHO_NAME, "port": ECHO_PORT}]}]}}),
     ];
 
-    let (action, crs_state) = match scenario.policy.mode {
-        Mode::On => ("Block", if scenario.policy.rules.crs { "Enabled" } else { "Disabled" }),
-        Mode::DetectionOnly => ("Detect", if scenario.policy.rules.crs { "Enabled" } else { "Disabled" }),
-    };
-    let values: BTreeMap<&str, Value> = BTreeMap::from([
-        ("name", json!(policy)),
-        ("namespace", json!(namespace)),
-        ("route", json!(route)),
-        ("mode", json!(scenario.policy.mode.as_seclang())),
-        ("action", json!(action)),
-        ("crs_state", json!(crs_state)),
-        ("directives", json!(directives(profile, scenario))),
-        ("wasm_image", json!(profile.waf.wasm_image.clone().unwrap_or_default())),
-    ]);
-    let filled = fill_template(template, &values)?;
-    let policy_docs: Vec<Value> = serde_saphyr::from_str_multiple(&filled)
-        .map_err(|e| anyhow!("the WAF template {} does not render to valid YAML: {e}", profile.waf.template.display()))?;
-    let policy_docs: Vec<Value> = policy_docs.into_iter().filter(|d| !d.is_null()).collect();
-    if policy_docs.is_empty() {
-        bail!("the WAF template {} renders no objects", profile.waf.template.display());
-    }
-    docs.extend(policy_docs);
+    docs.extend(render_waf_policy(template, profile, scenario, &namespace, &policy, &route)?);
 
     let resources = docs
         .iter()
@@ -179,7 +113,7 @@ pub fn render(scenario: &Scenario, profile: &Profile, template: &str, run_id: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -211,7 +145,7 @@ expect:
 
     fn render_for(profile: &str, s: &Scenario) -> ScenarioObjects {
         let p = Profile::load(&root(), profile).unwrap();
-        let t = load_template(&root(), &p).unwrap();
+        let t = crate::profile::waf_policy::load_template(&root(), &p).unwrap();
         render(s, &p, &t, "abc123").unwrap()
     }
 
@@ -254,18 +188,5 @@ expect:
         assert!(!ns.ends_with('-') && ns.starts_with("waf-e2e-abc123-very-long-scenario"));
         assert_ne!(ns, namespace_for("abc123", &"Very_Long Scenario".repeat(7)), "truncation keeps names distinct");
         assert_eq!(dns_label("--A__b--", 63), "a-b");
-    }
-
-    #[test]
-    fn an_unknown_placeholder_in_a_template_is_reported_by_name() {
-        let err = fill_template("name: {{nmae}}", &BTreeMap::from([("name", json!("x"))])).unwrap_err().to_string();
-        assert!(err.contains("{{nmae}}") && err.contains("name"), "{err}");
-    }
-
-    #[test]
-    fn placeholder_values_are_json_encoded_so_quotes_and_newlines_stay_yaml_safe() {
-        let out = fill_template("d: {{d}}", &BTreeMap::from([("d", json!(["a \"b\"\nc"]))])).unwrap();
-        let v: Value = serde_saphyr::from_str(&out).unwrap();
-        assert_eq!(v["d"][0], "a \"b\"\nc");
     }
 }

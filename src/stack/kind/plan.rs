@@ -4,7 +4,7 @@
 use super::cache::{Cache, CacheState, LockFile};
 use super::cluster::{cluster_name, context_name, new_run_id};
 use super::objects::{self, ScenarioObjects};
-use super::profile::{lock_path, Download, Install, Profile, SecretKind, WaitSpec};
+use crate::profile::{lock_path, Download, Install, Profile, SecretKind, WaitSpec};
 use super::steps::envoyproxy_log;
 use super::ClusterOpts;
 use crate::error::HarnessError;
@@ -280,7 +280,7 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
     let rendered_envoyproxy = rendered.documents.iter().find(|d| d.kind == "EnvoyProxy");
     let lock = LockFile::load(&lock_path(&opts.root, &profile.name))?;
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(super::cache::default_dir), opts.timeouts.download);
-    let template = objects::load_template(&opts.root, &profile)?;
+    let template = crate::profile::waf_policy::load_template(&opts.root, &profile)?;
     let mut steps = Vec::new();
     let t = &opts.timeouts;
     let wait = |w: WaitSpec| PlanStep::Wait { timeout: w.timeout(t), wait: w };

@@ -1,6 +1,6 @@
 //! Credentials (Calico Enterprise licence, registry pull secret) read from files named by env vars, never shown.
 
-use super::profile::SecretKind;
+use crate::profile::SecretKind;
 use crate::error::HarnessError;
 use anyhow::{Context, Result};
 use std::fmt;

@@ -9,7 +9,7 @@ use super::cluster::{self, ClusterGuard, KindCli};
 use super::doctor::{preflight, StackKind};
 use super::objects;
 use super::plan::{build_plan, ClusterTarget, Plan, PlanStep, PodRef, FIELD_MANAGER, KIND_FIELD_MANAGER};
-use super::profile::{lock_path, WaitSpec};
+use crate::profile::{lock_path, WaitSpec};
 use super::secrets;
 use super::steps::{envoyproxy_adjustment, gateway_manifest, policy_accepted, scrub, split_ref, target_up};
 use super::ClusterOpts;
@@ -87,7 +87,7 @@ impl KindStack {
         if plan.target.is_kind() {
             preflight(StackKind::Kind).await?;
         }
-        let template = objects::load_template(&plan.root, &plan.profile)?;
+        let template = crate::profile::waf_policy::load_template(&plan.root, &plan.profile)?;
         let cli = KindCli { binary: opts.kind_binary.clone() };
         let t = opts.timeouts.clone();
         let mut lock = LockFile::load(&lock_path(&plan.root, &plan.profile.name))?;

@@ -1,4 +1,9 @@
 //! Stack profiles (`kind/profiles/<name>.yaml`): pinned installs, gateway, WAF template, capabilities.
+//!
+//! Shared by every stack: the kind stack installs from it, and every stack that runs the real filter
+//! renders each scenario's WAF policy from its template (`waf_policy`).
+
+pub mod waf_policy;
 
 use crate::error::{InputProblem, InvalidInput};
 use crate::scenario::Capability;
