@@ -50,7 +50,7 @@ pub struct KindStack {
 }
 
 /// The filter a profile runs: its flavour keys filter-dependent expectations (rule ids, phases).
-fn profile_filter(profile: &super::profile::Profile) -> FilterInfo {
+fn profile_filter(profile: &crate::profile::Profile) -> FilterInfo {
     let flavour = match profile.name.as_str() {
         "oss" => "coraza-proxy-wasm-release",
         other => other,
