@@ -95,7 +95,8 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
             failures.push(with_raw_diagnosis(msg, e, &raw, &env));
         }
     }
-    failures.extend(unexpected_decisions(scenario, &env, &expected.counters, &baseline, &rounds[1]));
+    let accounted: Vec<CounterExpectation> = expected.counters.iter().chain(&expected.unchecked_counters).cloned().collect();
+    failures.extend(unexpected_decisions(scenario, &env, &accounted, &baseline, &rounds[1]));
     if scenario.expect.no_decisions {
         failures.extend(raw_decisions_of_policy(&raw, &env));
     }
