@@ -3,6 +3,8 @@
 //! The reference proxy is a STAND-IN for an Envoy Gateway proxy with the WAF filter; Prometheus,
 //! the PodMonitor translation, ModSecurity + CRS and HTTP are real.
 
+pub mod echo;
+
 use super::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack, StackOptions};
 use crate::prometheus::PrometheusProcess;
 use crate::proxy::{Faults, PolicyAttachment, ProxyConfig, ProxyPorts, ReferenceProxy};
