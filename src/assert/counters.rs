@@ -1,6 +1,6 @@
 //! Exact counter deltas from raw samples (design, section 4): baseline, two scrapes after the traffic.
 
-use super::prom::Sample;
+use super::prom::{readable_time, Sample};
 use crate::contract::sanitize;
 use crate::scenario::Increase;
 use std::collections::BTreeMap;
@@ -71,10 +71,10 @@ pub fn check(expectation: &CounterExpectation, baseline: &Snapshot, rounds: &[Sn
     }
     let mut msg = format!("{} {}: expected {} ", expectation.what, expectation.selector(), expectation.increase);
     let _ = writeln!(msg, "over the baseline, observed:");
-    let _ = writeln!(msg, "    baseline (t={:.3}): {}", baseline.at, show(baseline.value(&expectation.metric, &expectation.labels)));
+    let _ = writeln!(msg, "    baseline ({}): {}", readable_time(baseline.at), show(baseline.value(&expectation.metric, &expectation.labels)));
     for (i, (round, v)) in rounds.iter().zip(&observed).enumerate() {
         let delta = v.unwrap_or(0.0) - base;
-        let _ = writeln!(msg, "    scrape {} after traffic (t={:.3}): {} (increase {delta})", i + 1, round.at, show(*v));
+        let _ = writeln!(msg, "    scrape {} after traffic ({}): {} (increase {delta})", i + 1, readable_time(round.at), show(*v));
     }
     if let (Increase::Exactly(n), [.., last]) = (expectation.increase, observed.as_slice()) {
         let first = observed.first().copied().flatten().unwrap_or(0.0) - base;

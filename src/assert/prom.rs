@@ -184,6 +184,15 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// A Prometheus timestamp as UTC time with milliseconds, and the raw value for queries.
+pub fn readable_time(at: f64) -> String {
+    let millis = (at * 1000.0).round() as i64;
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(t) => format!("{} (t={at:.3})", t.format("%Y-%m-%d %H:%M:%S%.3f UTC")),
+        None => format!("t={at:.3}"),
+    }
+}
+
 /// Quotes a label value for a PromQL selector.
 pub fn quote(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);

@@ -243,7 +243,7 @@ fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest], env: &Scenario
 
 /// What a person needs beside the failures: every WAF series, the proxy's raw counters, the audit records.
 fn observed_context(raw: &str, last: &Snapshot, records: &[ObservedRecord]) -> String {
-    let mut out = format!("observed tigera_waf_* series at {}:\n{}", readable_time(last.at), counters::list(last));
+    let mut out = format!("observed tigera_waf_* series at {}:\n{}", crate::assert::prom::readable_time(last.at), counters::list(last));
     let waf: Vec<&str> = raw.lines().filter(|l| l.starts_with(crate::contract::RAW_PREFIX)).collect();
     out.push_str("raw WAF counters the proxy exposes (/stats/prometheus):\n");
     if waf.is_empty() {
@@ -258,15 +258,6 @@ fn observed_context(raw: &str, last: &Snapshot, records: &[ObservedRecord]) -> S
         out.push_str(&format!("    {} decision={decision} rule_ids={:?} uri={}\n", r.correlation_id.as_deref().unwrap_or("?"), r.rule_ids, r.uri));
     }
     out
-}
-
-/// A Prometheus timestamp as UTC time with milliseconds, and the raw value for queries.
-pub fn readable_time(at: f64) -> String {
-    let millis = (at * 1000.0).round() as i64;
-    match chrono::DateTime::from_timestamp_millis(millis) {
-        Some(t) => format!("{} (t={at:.3})", t.format("%Y-%m-%d %H:%M:%S%.3f UTC")),
-        None => format!("t={at:.3}"),
-    }
 }
 
 #[cfg(test)]
