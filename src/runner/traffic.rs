@@ -20,7 +20,10 @@ pub struct TrafficResult {
 ///
 /// A transport error is an infrastructure error; a wrong status is a scenario failure.
 pub async fn drive(gateway_url: &str, scenario: &Scenario, env: &ScenarioEnv, run_id: &str, timeout: Duration) -> Result<TrafficResult> {
+    // A connection per request: Envoy drains connections when another scenario's install updates
+    // its listener, and a reused connection would race that drain.
     let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
