@@ -12,6 +12,7 @@ pub mod assert;
 pub mod audit;
 pub mod cli;
 pub mod contract;
+pub mod envoy;
 pub mod error;
 pub mod filter;
 pub mod input;

@@ -9,6 +9,10 @@ pub struct Timeouts {
     pub prometheus_ready: Duration,
     /// The reference proxy and echo backend accept connections.
     pub proxy_ready: Duration,
+    /// Envoy answers `/ready` LIVE, its gateway listener is bound and its `metrics` listener answers.
+    pub envoy_ready: Duration,
+    /// Envoy applied a new listener/cluster file (wasm modules loaded, no listener warming).
+    pub envoy_config_applied: Duration,
     /// The proxy scrape target reports `up == 1`.
     pub target_up: Duration,
     /// One scrape newer than a given instant is stored.
@@ -59,6 +63,9 @@ impl Default for Timeouts {
         Timeouts {
             prometheus_ready: s(20),
             proxy_ready: s(10),
+            envoy_ready: s(20),
+            // Loading a large wasm module (a Coraza build is tens of MB) into V8 takes seconds.
+            envoy_config_applied: s(30),
             target_up: s(30),
             next_scrape: s(15),
             request: s(10),
