@@ -17,6 +17,8 @@ pub mod input;
 pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
+#[cfg(feature = "reference-proxy")]
+pub mod waf;
 pub mod process;
 pub mod prometheus;
 pub mod rendered;
