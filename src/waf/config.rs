@@ -219,6 +219,9 @@ impl SetReader {
             // Where and under which status Coraza would write do not change what the filter logs: every
             // record goes to the proxy log, one per decision.
             "secauditlog" | "secauditlogrelevantstatus" | "secauditlogstoragedir" | "secauditlogdirmode" | "secauditlogfilemode" => {}
+            // Coraza uses it only to choose memory or a temporary file for a body, never for a decision;
+            // libmodsecurity 3 refuses the directive.
+            "secrequestbodyinmemorylimit" => {}
             "include" => self.include(value, depth)?,
             "includeoptional" => bail!("IncludeOptional is not supported (libmodsecurity 3.0.9 cannot load it; use Include @owasp_crs/...)"),
             _ => {

@@ -14,6 +14,9 @@ pub mod record;
 pub mod stats;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
