@@ -19,6 +19,8 @@ pub mod input;
 pub mod k8s;
 #[cfg(feature = "reference-proxy")]
 pub mod proxy;
+#[cfg(feature = "reference-proxy")]
+pub mod waf;
 pub mod process;
 pub mod profile;
 pub mod prometheus;

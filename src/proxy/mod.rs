@@ -6,12 +6,10 @@
 //! forwarded to an in-process echo backend. Policies attach by Host, like routes on one Gateway.
 //! It is the only simulated part of the local stack.
 
-pub mod auditwriter;
+pub mod auditlog;
 pub mod echo;
-pub mod msclog;
 pub mod server;
 pub mod stats;
-pub mod waf;
 
 use crate::scenario::Mode;
 use anyhow::{Context, Result};
@@ -100,8 +98,8 @@ impl ReferenceProxy {
         let mut tasks = Vec::new();
         let echo = server::serve(echo::router(), &stop, "echo backend", None).await?;
         tasks.push(echo.task);
-        let engine = waf::Engine::new()?;
-        let audit = auditwriter::AuditWriter::open(&config.audit_log)?;
+        let engine = crate::waf::engine::Engine::new()?;
+        let audit = auditlog::AuditWriter::open(&config.audit_log)?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -157,7 +155,7 @@ impl ReferenceProxy {
     pub async fn attach(&self, policy: PolicyAttachment) -> Result<()> {
         let crs = policy.crs;
         let directives = policy.directives.clone();
-        let rules = tokio::task::spawn_blocking(move || waf::compile(crs, directives.as_deref()))
+        let rules = tokio::task::spawn_blocking(move || compile_policy(crs, directives.as_deref()))
             .await
             .context("the rule compilation task failed")?
             .with_context(|| format!("compiling WAF policy {}/{}", policy.namespace, policy.policy))?;
@@ -220,47 +218,29 @@ impl Drop for ReferenceProxy {
     }
 }
 
-/// The policy's `<k>=<v>` pairs in a policy-dependent order (a rotation chosen by a hash of the
-/// name), so both `policy..namespace` and `namespace..policy` occur, as with Go map order.
+/// The policy's `<k>=<v>` pairs in the policy-dependent order the reference WAF service also uses.
 pub fn label_order(policy: &PolicyAttachment) -> Vec<(String, String)> {
     let mut labels = vec![("policy".to_string(), policy.policy.clone()), ("namespace".to_string(), policy.namespace.clone())];
     labels.extend(policy.extra_metric_labels.iter().cloned());
-    let hash = policy.policy.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let len = labels.len();
-    // FNV-1a's low bits barely mix; take higher ones.
-    labels.rotate_left(((hash >> 7) % len as u64) as usize);
-    labels
+    crate::waf::stats::label_order(&policy.policy, labels)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attachment(name: &str, extra: &[(&str, &str)]) -> PolicyAttachment {
-        PolicyAttachment {
-            host: "h".into(),
-            policy: name.into(),
-            namespace: "shop".into(),
-            mode: Mode::On,
-            crs: false,
-            directives: None,
-            extra_metric_labels: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+/// Compiles an attached policy's rules (engine On first, CRS when asked, then its directives) in one load.
+fn compile_policy(crs: bool, directives: Option<&str>) -> Result<crate::waf::engine::PolicyRules> {
+    use crate::waf::engine::{compile_text, crs_files, include_line, ENGINE_PREAMBLE};
+    let mut text = format!("{ENGINE_PREAMBLE}SecRequestBodyAccess On\n");
+    if crs {
+        for file in crs_files()? {
+            text.push_str(&include_line(&file)?);
+            text.push('\n');
         }
     }
-
-    #[test]
-    fn both_label_orders_occur_and_each_policy_keeps_its_own() {
-        let first_keys: Vec<String> = ["block-sqli", "detect-sqli"].iter().map(|n| label_order(&attachment(n, &[]))[0].0.clone()).collect();
-        // As in the design's example exposition: block-sqli policy-first, detect-sqli namespace-first.
-        assert_eq!(first_keys, vec!["policy", "namespace"]);
-        assert_eq!(label_order(&attachment("block-sqli", &[])), label_order(&attachment("block-sqli", &[])));
+    if let Some(directives) = directives {
+        // The policy's own engine line must not undo the proxy's evaluation (mode is applied by the proxy).
+        for line in directives.lines().filter(|l| !l.trim_start().to_ascii_lowercase().starts_with("secruleengine")) {
+            text.push_str(line);
+            text.push('\n');
+        }
     }
-
-    #[test]
-    fn extra_labels_are_kept_whatever_the_rotation() {
-        let labels = label_order(&attachment("inline", &[("authority", "a.example")]));
-        let mut keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
-        keys.sort_unstable();
-        assert_eq!(keys, vec!["authority", "namespace", "policy"]);
-    }
+    compile_text(&text)
 }

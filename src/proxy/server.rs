@@ -6,9 +6,10 @@
 //! decision count it and append an audit line, all before answering, so a client that got its
 //! response can already observe both. Admin: `GET /stats/prometheus`.
 
-use super::auditwriter::{build_record, AuditWriter, Transcript};
+use super::auditlog::AuditWriter;
+use crate::waf::record::{build_record, Transcript};
 use super::stats::{decision_stat_name, DecisionStat, Stats, TX_TOTAL};
-use super::waf::{Engine, Interruption, PolicyRules, WafRequest};
+use crate::waf::engine::{Engine, Interruption, PolicyRules, RequestLine};
 use super::{Faults, PolicyAttachment};
 use crate::audit::format_envoy_line_now;
 use crate::scenario::Mode;
@@ -154,16 +155,17 @@ async fn handle(shared: &Shared, policy: &AttachedPolicy, peer: SocketAddr, req:
 
     shared.stats.add_wasm(TX_TOTAL, 1);
     let (mut tx, sink) = shared.engine.transaction(&policy.rules)?;
-    let waf_req = WafRequest {
+    let line = RequestLine {
         client: (peer.ip().to_string(), peer.port()),
         server: (shared.listen.ip().to_string(), shared.listen.port()),
         method: parts.method.as_str(),
         uri: &uri,
         http_version,
-        headers: &headers,
-        body: &body,
     };
-    let mut hit: Option<Interruption> = tx.process_request(&waf_req)?;
+    let mut hit: Option<Interruption> = match tx.request_headers(&line, &headers)? {
+        Some(hit) => Some(hit),
+        None => tx.request_body(&body)?,
+    };
 
     let answer: Upstream = if hit.is_some() && mode == Mode::On {
         let status = hit.as_ref().map(|h| h.status).unwrap_or(403);
@@ -185,7 +187,10 @@ async fn handle(shared: &Shared, policy: &AttachedPolicy, peer: SocketAddr, req:
                 up
             }
             Ok(up) => {
-                hit = tx.process_response(up.status, &up.headers, &up.body)?;
+                hit = match tx.response_headers(up.status, &up.headers)? {
+                    Some(hit) => Some(hit),
+                    None => tx.response_body(&up.body)?,
+                };
                 match &hit {
                     Some(h) if mode == Mode::On => {
                         let status = h.status;
@@ -232,28 +237,31 @@ fn record_decision(
         hit.rule_id
     } else {
         // No `[id ...]` in the intervention log: attribute to the last detection rule.
-        super::auditwriter::messages(detections, "").last().map(|m| m.data.id).unwrap_or(0)
+        crate::waf::record::messages(detections, "").last().map(|m| m.data.id).unwrap_or(0)
     };
     let by = if shared.faults.double_count { 2 } else { 1 };
     shared.stats.add_wasm(&decision_stat_name(kind, rule_id, hit.phase.as_stat(), &policy.labels), by);
     if shared.faults.drop_audit {
         return;
     }
+    let (client_ip, host_ip) = (peer.ip().to_string(), shared.listen.ip().to_string());
     let record = build_record(&Transcript {
-        client: peer,
-        host: shared.listen,
+        client: (&client_ip, peer.port()),
+        host: (&host_ip, shared.listen.port()),
         method: method.as_str(),
         uri,
         http_version,
-        headers,
-        body,
+        request_headers: headers,
+        request_body: body,
         status,
+        response_headers: &[],
         mode,
         interrupted: mode == Mode::On,
         detections,
         intervention_log: &hit.log,
         crs: policy.attachment.crs,
         server: &shared.gateway,
+        parts: "ABIJDEFHKZ",
     });
     let vm = format!("envoyextensionpolicy/{}/{}/wasm/0", policy.attachment.namespace, policy.attachment.policy);
     if let Err(e) = shared.audit.append(&format_envoy_line_now(&vm, &record)) {

@@ -9,30 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-/// The filter's transaction counter.
-pub const TX_TOTAL: &str = "waf_filter.tx.total";
-
-/// A decision counter's kind: the filter's stat-name stem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionStat {
-    /// `waf_filter.tx.interruptions_...` (engine On).
-    Interruptions,
-    /// `waf_filter.tx.would_block_...` (DetectionOnly).
-    WouldBlock,
-}
-
-/// The raw stat name of a decision: `waf_filter.tx.<kind>_ruleid=<id>_phase=<phase>` then `_<k>=<v>` per label, in the given order.
-pub fn decision_stat_name(kind: DecisionStat, rule_id: u64, phase: &str, labels: &[(String, String)]) -> String {
-    let stem = match kind {
-        DecisionStat::Interruptions => "interruptions",
-        DecisionStat::WouldBlock => "would_block",
-    };
-    let mut name = format!("waf_filter.tx.{stem}_ruleid={rule_id}_phase={phase}");
-    for (k, v) in labels {
-        let _ = write!(name, "_{k}={v}");
-    }
-    name
-}
+pub use crate::waf::stats::{decision_stat_name, DecisionStat, TX_TOTAL};
 
 #[derive(Default)]
 struct Inner {
@@ -105,17 +82,6 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn a_decision_stat_name_carries_rule_phase_and_labels_in_the_given_order() {
-        let name = decision_stat_name(DecisionStat::Interruptions, 949110, "http_request_body", &labels(&[("policy", "block-sqli"), ("namespace", "shop")]));
-        assert_eq!(name, "waf_filter.tx.interruptions_ruleid=949110_phase=http_request_body_policy=block-sqli_namespace=shop");
-        assert_eq!(crate::contract::sanitize(&name), "waf_filter_tx_interruptions_ruleid_949110_phase_http_request_body_policy_block_sqli_namespace_shop");
-    }
 
     #[test]
     fn the_exposition_matches_envoys_format_for_wasm_and_envoy_stats() {

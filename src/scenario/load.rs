@@ -58,7 +58,7 @@ fn check_rules(path: &Path, s: &Scenario) -> Vec<InputProblem> {
     let Some(directives) = s.policy.rules.directives.as_ref().filter(|d| !d.value.trim().is_empty()) else {
         return Vec::new();
     };
-    match crate::proxy::waf::check_directives(s.policy.rules.crs, &directives.value) {
+    match crate::waf::engine::check_directives(s.policy.rules.crs, &directives.value) {
         Ok(Ok(())) => Vec::new(),
         Ok(Err(why)) => {
             let (line_in_directives, why) = modsecurity_complaint(&why);

@@ -1,13 +1,16 @@
-//! ModSecurity v3 + OWASP CRS engines for the reference proxy, a STAND-IN for Envoy's Coraza WAF filter (local stack only).
+//! ModSecurity v3 + OWASP CRS (Debian's libmodsecurity 3.0.9 and modsecurity-crs 3.3.4), the engine of the
+//! reference WAF service that the stand-in filter asks for decisions (local stack only).
 //!
-//! Every policy compiles its own rule set with `SecRuleEngine On` first: the engine mode's first
-//! value wins across rule loads, so whatever the policy's directives say, evaluation is always
-//! "would this request be interrupted". The policy's mode then decides what happens: On blocks,
-//! DetectionOnly forwards and counts would_block. That makes would_block exact.
+//! Evaluation is always "would this request be interrupted": the rule text the service compiles starts
+//! with `SecRuleEngine On` and the policy's own engine lines are taken out (the service reads them, as
+//! Coraza would); the policy's mode then decides what happens. That makes would_block exact.
+//! A policy's text is compiled in ONE load, so inside it the last value of a setting wins, as in Coraza
+//! (across separate ModSecurity loads the first engine setting would win instead).
 
+use super::protocol::Stage;
 use anyhow::{Context, Result};
 use modsecurity::{ModSecurity, Rules, Transaction};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// CRS's setup file (Debian `modsecurity-crs`).
@@ -15,49 +18,22 @@ pub const CRS_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
 /// CRS's rules directory (Debian `modsecurity-crs`); its `.data` files sit beside the rules.
 pub const CRS_RULES_DIR: &str = "/usr/share/modsecurity-crs/rules";
 
-/// Engine settings loaded before anything else (the first engine setting wins).
-const BASE_DIRECTIVES: &str = r#"
+/// The settings every compiled policy starts with: evaluation always on, ModSecurity's own audit log
+/// never written (the service builds Coraza's record itself).
+pub const ENGINE_PREAMBLE: &str = "SecRuleEngine On\nSecAuditEngine Off\n";
+
+/// Settings `check_directives` loads before a scenario's directives (the old reference proxy's base).
+const CHECK_BASE: &str = r#"
 SecRuleEngine On
 SecRequestBodyAccess On
-SecRequestBodyLimit 13107200
-SecRequestBodyNoFilesLimit 1048576
-SecRequestBodyLimitAction ProcessPartial
-SecResponseBodyAccess Off
 SecAuditEngine Off
-SecRule REQUEST_HEADERS:Content-Type "@rx ^application/(?:[a-z0-9.+-]+\+)?json" "id:99901,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
-SecRule REQUEST_HEADERS:Content-Type "@rx ^(?:application(?:/soap\+|/)|text/)xml" "id:99902,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
 "#;
-
-/// The HTTP processing stage whose call produced an intervention, as the filter's stat names spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// `process_request_headers` (SecLang phase 1).
-    RequestHeaders,
-    /// `process_request_body` (phase 2; CRS's 949110 fires here).
-    RequestBody,
-    /// `process_response_headers` (phase 3).
-    ResponseHeaders,
-    /// `process_response_body` (phase 4).
-    ResponseBody,
-}
-
-impl Phase {
-    /// The `<phase>` part of `waf_filter.tx.*_phase=<phase>`.
-    pub fn as_stat(self) -> &'static str {
-        match self {
-            Phase::RequestHeaders => "http_request_headers",
-            Phase::RequestBody => "http_request_body",
-            Phase::ResponseHeaders => "http_response_headers",
-            Phase::ResponseBody => "http_response_body",
-        }
-    }
-}
 
 /// An interruption, copied out of ModSecurity's Intervention (which is never kept or cloned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interruption {
-    /// The stage that produced it.
-    pub phase: Phase,
+    /// The stage whose engine call produced it.
+    pub phase: Stage,
     /// HTTP status ModSecurity asked for (403 for CRS).
     pub status: u16,
     /// The interrupting rule's id, from `[id "..."]` in the intervention log (0 when absent).
@@ -66,7 +42,7 @@ pub struct Interruption {
     pub log: String,
 }
 
-/// The process-wide ModSecurity instance and the lock serialising calls into it.
+/// The ModSecurity instance and the lock serialising calls into it.
 pub struct Engine {
     msc: ModSecurity,
     // libmodsecurity's in-memory collections (CRS's initcol) are shared by all transactions;
@@ -83,7 +59,7 @@ impl Engine {
     /// Creates the ModSecurity instance with log callbacks enabled (detection rules arrive through them).
     pub fn new() -> Result<Self> {
         let msc = ModSecurity::builder()
-            .with_connector_info("waf-e2e reference proxy (stand-in for coraza-proxy-wasm)")
+            .with_connector_info("waf-e2e reference WAF service (stand-in for coraza-proxy-wasm)")
             .context("setting ModSecurity connector info")?
             .with_log_callbacks()
             .build();
@@ -119,56 +95,53 @@ impl Engine {
     }
 }
 
-/// The CRS rule files in load order: setup, then the rules directory's `*.conf` sorted.
-pub fn crs_files() -> Result<Vec<PathBuf>> {
+/// The CRS rule files (`*.conf` of the rules directory), sorted.
+pub fn crs_rule_files() -> Result<Vec<PathBuf>> {
     let mut rules: Vec<PathBuf> = std::fs::read_dir(CRS_RULES_DIR)
         .with_context(|| format!("reading the CRS rules directory {CRS_RULES_DIR} (install Debian's modsecurity-crs)"))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|ext| ext == "conf"))
         .collect();
     rules.sort();
+    Ok(rules)
+}
+
+/// The CRS in load order: setup, then the sorted rule files.
+pub fn crs_files() -> Result<Vec<PathBuf>> {
     let mut files = vec![PathBuf::from(CRS_SETUP)];
-    files.extend(rules);
+    files.extend(crs_rule_files()?);
     Ok(files)
 }
 
-/// Compiles one policy's rules: base settings (engine On), the CRS when asked, then the policy's directives.
-pub fn compile(crs: bool, directives: Option<&str>) -> Result<PolicyRules> {
+/// Compiles one ModSecurity text in a single load (`Include` lines inside it are part of the same load).
+pub fn compile_text(text: &str) -> Result<PolicyRules> {
     let mut rules = Rules::new();
-    rules.add_plain(BASE_DIRECTIVES).map_err(|e| anyhow::anyhow!("{e}")).context("loading the proxy's base directives")?;
-    if crs {
-        for file in crs_files()? {
-            add_file(&mut rules, &file)?;
-        }
-    }
-    if let Some(directives) = directives.filter(|d| !d.trim().is_empty()) {
-        rules
-            .add_plain(directives)
-            .map_err(|e| anyhow::anyhow!("ModSecurity rejected the policy's directives: {e}"))?;
-    }
+    rules.add_plain(text).map_err(|e| anyhow::anyhow!("ModSecurity rejected the directives: {}", e.to_string().trim()))?;
     Ok(PolicyRules { rules })
 }
 
-/// Whether ModSecurity accepts `directives` loaded after the base settings (and the CRS when `crs`):
-/// `Ok(Err(why))` when it rejects them, `Err` when the rules around them cannot be loaded.
-pub fn check_directives(crs: bool, directives: &str) -> Result<std::result::Result<(), String>> {
-    let mut rules = Rules::new();
-    rules.add_plain(BASE_DIRECTIVES).map_err(|e| anyhow::anyhow!("{e}")).context("loading the proxy's base directives")?;
-    if crs {
-        for file in crs_files()? {
-            add_file(&mut rules, &file)?;
-        }
-    }
-    Ok(rules.add_plain(directives).map(|_| ()).map_err(|e| e.to_string().trim().to_string()))
+/// An `Include` line for a rule file, refusing paths ModSecurity's parser cannot take.
+pub fn include_line(file: &std::path::Path) -> Result<String> {
+    let path = file.to_str().with_context(|| format!("rule file path is not UTF-8: {}", file.display()))?;
+    anyhow::ensure!(!path.contains(['"', '\n']), "rule file path cannot be quoted for ModSecurity: {path}");
+    Ok(format!("Include \"{path}\""))
 }
 
-fn add_file(rules: &mut Rules, file: &Path) -> Result<()> {
-    // The crate panics on non-UTF-8 paths; CRS paths are ASCII, but check rather than trust.
-    anyhow::ensure!(file.to_str().is_some(), "rule file path is not UTF-8: {}", file.display());
-    rules
-        .add_file(file)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading rule file {}", file.display()))
+/// Whether ModSecurity accepts a scenario's `directives` loaded after the base settings (and the CRS when
+/// `crs`), for `waf-e2e validate`: `Ok(Err(why))` when it rejects them (`why` carries ModSecurity's
+/// `Line: N`, counted within `directives`), `Err` when the rules around them cannot be loaded.
+pub fn check_directives(crs: bool, directives: &str) -> Result<std::result::Result<(), String>> {
+    let mut base = CHECK_BASE.to_string();
+    if crs {
+        for file in crs_files()? {
+            base.push_str(&include_line(&file)?);
+            base.push('\n');
+        }
+    }
+    let mut rules = Rules::new();
+    rules.add_plain(&base).map_err(|e| anyhow::anyhow!("{e}")).context("loading the base directives and the CRS")?;
+    // A separate load, so ModSecurity's line numbers count within the scenario's directives.
+    Ok(rules.add_plain(directives).map(|_| ()).map_err(|e| e.to_string().trim().to_string()))
 }
 
 /// Log lines delivered by ModSecurity's log callback during one transaction.
@@ -199,8 +172,8 @@ impl Drop for WafTransaction<'_> {
     }
 }
 
-/// A request as the WAF sees it.
-pub struct WafRequest<'r> {
+/// The connection and request line, as the WAF sees them.
+pub struct RequestLine<'r> {
     /// Client address and port.
     pub client: (String, u16),
     /// Server address and port.
@@ -211,10 +184,10 @@ pub struct WafRequest<'r> {
     pub uri: &'r str,
     /// `1.1`, `2.0`.
     pub http_version: &'r str,
-    /// Header name/value pairs, in order.
-    pub headers: &'r [(String, String)],
-    /// The whole body.
-    pub body: &'r [u8],
+}
+
+fn msc<T>(result: modsecurity::ModSecurityResult<T>, what: &str) -> Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("ModSecurity {what}"))
 }
 
 impl WafTransaction<'_> {
@@ -224,81 +197,69 @@ impl WafTransaction<'_> {
         f(tx)
     }
 
-    /// Runs the request phases; stops at, and returns, the first interruption.
-    pub fn process_request(&mut self, req: &WafRequest<'_>) -> Result<Option<Interruption>> {
+    /// Phase 1: connection, request line and headers (pairs in order; a NUL byte cannot reach C, so such a header is skipped).
+    pub fn request_headers(&mut self, line: &RequestLine<'_>, headers: &[(String, String)]) -> Result<Option<Interruption>> {
         self.with(|tx| {
-            let (cip, cport) = &req.client;
-            let (sip, sport) = &req.server;
-            tx.process_connection(cip, i32::from(*cport), sip, i32::from(*sport))
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_connection")?;
-            tx.process_uri(req.uri, req.method, req.http_version)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_uri")?;
-            for (name, value) in req.headers {
-                // A NUL byte cannot reach C; such a header is skipped rather than failing the request.
+            let (cip, cport) = &line.client;
+            let (sip, sport) = &line.server;
+            msc(tx.process_connection(cip, i32::from(*cport), sip, i32::from(*sport)), "process_connection")?;
+            msc(tx.process_uri(line.uri, line.method, line.http_version), "process_uri")?;
+            for (name, value) in headers {
                 let _ = tx.add_request_header(name, value);
             }
-            tx.process_request_headers()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_request_headers")?;
-            if let Some(hit) = take_interruption(tx, Phase::RequestHeaders) {
-                return Ok(Some(hit));
-            }
-            if !req.body.is_empty() {
-                tx.append_request_body(req.body)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .context("ModSecurity append_request_body")?;
-            }
-            // Always, even for GET: CRS's blocking evaluation (949110) runs in phase 2.
-            tx.process_request_body()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_request_body")?;
-            Ok(take_interruption(tx, Phase::RequestBody))
+            msc(tx.process_request_headers(), "process_request_headers")?;
+            Ok(take_interruption(tx, Stage::RequestHeaders))
         })
     }
 
-    /// Runs the response phases with the upstream's status and headers (body access is off).
-    pub fn process_response(&mut self, status: u16, headers: &[(String, String)], body: &[u8]) -> Result<Option<Interruption>> {
+    /// Phase 2 with the complete body (empty for a request without one: CRS's 949110 runs in phase 2 even for GET).
+    pub fn request_body(&mut self, body: &[u8]) -> Result<Option<Interruption>> {
+        self.with(|tx| {
+            if !body.is_empty() {
+                msc(tx.append_request_body(body), "append_request_body")?;
+            }
+            msc(tx.process_request_body(), "process_request_body")?;
+            Ok(take_interruption(tx, Stage::RequestBody))
+        })
+    }
+
+    /// Phase 3 with the upstream's status and headers.
+    pub fn response_headers(&mut self, status: u16, headers: &[(String, String)]) -> Result<Option<Interruption>> {
         self.with(|tx| {
             for (name, value) in headers {
                 let _ = tx.add_response_header(name, value);
             }
-            tx.process_response_headers(i32::from(status), "HTTP/1.1")
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_response_headers")?;
-            if let Some(hit) = take_interruption(tx, Phase::ResponseHeaders) {
-                return Ok(Some(hit));
-            }
-            if !body.is_empty() {
-                tx.append_response_body(body)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .context("ModSecurity append_response_body")?;
-            }
-            tx.process_response_body()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("ModSecurity process_response_body")?;
-            Ok(take_interruption(tx, Phase::ResponseBody))
+            msc(tx.process_response_headers(i32::from(status), "HTTP/1.1"), "process_response_headers")?;
+            Ok(take_interruption(tx, Stage::ResponseHeaders))
         })
     }
 
-    /// Feeds the final status (e.g. 403 after an interruption) and runs the logging phase.
+    /// Phase 4 with the complete response body (possibly empty).
+    pub fn response_body(&mut self, body: &[u8]) -> Result<Option<Interruption>> {
+        self.with(|tx| {
+            if !body.is_empty() {
+                msc(tx.append_response_body(body), "append_response_body")?;
+            }
+            msc(tx.process_response_body(), "process_response_body")?;
+            Ok(take_interruption(tx, Stage::ResponseBody))
+        })
+    }
+
+    /// Feeds the final status when it differs from what was seen (e.g. 403 after an interruption) and runs the logging phase.
     pub fn finish(&mut self, final_status: Option<u16>) -> Result<()> {
         self.with(|tx| {
             if let Some(status) = final_status {
-                tx.process_response_headers(i32::from(status), "HTTP/1.1")
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .context("ModSecurity process_response_headers (final status)")?;
+                msc(tx.process_response_headers(i32::from(status), "HTTP/1.1"), "process_response_headers (final status)")?;
                 // Interventions after the decision change nothing; read and free them.
                 drop(tx.intervention());
             }
-            tx.process_logging().map_err(|e| anyhow::anyhow!("{e}")).context("ModSecurity process_logging")
+            msc(tx.process_logging(), "process_logging")
         })
     }
 }
 
 /// Reads the intervention (once) and copies what is needed; the Intervention is dropped here, never cloned.
-fn take_interruption(tx: &mut Transaction<'_>, phase: Phase) -> Option<Interruption> {
+fn take_interruption(tx: &mut Transaction<'_>, phase: Stage) -> Option<Interruption> {
     let intervention = tx.intervention()?;
     if !intervention.disruptive() {
         return None;
@@ -313,40 +274,55 @@ fn take_interruption(tx: &mut Transaction<'_>, phase: Phase) -> Option<Interrupt
 mod tests {
     use super::*;
 
+    fn crs_text(extra: &str) -> String {
+        let mut text = String::from(ENGINE_PREAMBLE);
+        text.push_str("SecRequestBodyAccess On\n");
+        for file in crs_files().expect("CRS installed") {
+            text.push_str(&include_line(&file).expect("include"));
+            text.push('\n');
+        }
+        text.push_str(extra);
+        text
+    }
+
     fn run(rules: &PolicyRules, engine: &Engine, method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> (Option<Interruption>, Vec<String>) {
         let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (mut tx, sink) = engine.transaction(rules).expect("transaction");
-        let req = WafRequest {
+        let line = RequestLine {
             client: ("127.0.0.1".into(), 40000),
             server: ("127.0.0.1".into(), 10080),
             method,
             uri,
             http_version: "1.1",
-            headers: &headers,
-            body,
         };
-        let hit = tx.process_request(&req).expect("request phases");
+        let mut hit = tx.request_headers(&line, &headers).expect("phase 1");
+        if hit.is_none() {
+            hit = tx.request_body(body).expect("phase 2");
+        }
         tx.finish(Some(hit.as_ref().map(|h| h.status).unwrap_or(200))).expect("logging");
         drop(tx);
         (hit, sink.take())
     }
 
     #[test]
-    fn the_policys_own_detection_only_cannot_override_the_proxys_engine_on() {
+    fn a_detection_only_line_is_overridden_inside_one_load_only_when_it_comes_last() {
         let engine = Engine::new().expect("engine");
-        let rules = compile(false, Some("SecRuleEngine DetectionOnly\nSecRule ARGS:x \"@streq 1\" \"id:10001,phase:1,deny,log,msg:'x'\"")).expect("compile");
-        let (hit, _) = run(&rules, &engine, "GET", "/?x=1", &[("Host", "h")], b"");
+        let rule = "SecRule ARGS:x \"@streq 1\" \"id:10001,phase:1,deny,log,msg:'x'\"\n";
+        let on_last = compile_text(&format!("SecRuleEngine DetectionOnly\n{ENGINE_PREAMBLE}{rule}")).expect("compile");
+        let (hit, _) = run(&on_last, &engine, "GET", "/?x=1", &[("Host", "h")], b"");
         let hit = hit.expect("interrupted");
-        assert_eq!((hit.phase, hit.status, hit.rule_id), (Phase::RequestHeaders, 403, 10001));
+        assert_eq!((hit.phase, hit.status, hit.rule_id), (Stage::RequestHeaders, 403, 10001));
+        let detection_last = compile_text(&format!("{ENGINE_PREAMBLE}SecRuleEngine DetectionOnly\n{rule}")).expect("compile");
+        assert_eq!(run(&detection_last, &engine, "GET", "/?x=1", &[("Host", "h")], b"").0, None, "why the service strips the policy's engine lines");
     }
 
     #[test]
     fn crs_interrupts_a_get_in_the_body_phase_and_reports_detections_through_the_log() {
         let engine = Engine::new().expect("engine");
-        let rules = compile(true, None).expect("compile");
+        let rules = compile_text(&crs_text("")).expect("compile");
         let (hit, logs) = run(&rules, &engine, "GET", "/?id=1'%20OR%20'1'='1", &[("Host", "h"), ("User-Agent", "t"), ("Accept", "*/*")], b"");
         let hit = hit.expect("interrupted");
-        assert_eq!((hit.phase, hit.rule_id), (Phase::RequestBody, 949110));
+        assert_eq!((hit.phase, hit.rule_id), (Stage::RequestBody, 949110));
         assert!(logs.iter().any(|l| l.contains("[id \"942100\"]")), "{logs:?}");
         assert!(!logs.iter().any(|l| l.contains("[id \"949110\"]")), "the blocking rule only arrives in the intervention");
     }
@@ -354,7 +330,7 @@ mod tests {
     #[test]
     fn non_utf8_bytes_in_matched_data_arrive_hex_escaped_without_aborting() {
         let engine = Engine::new().expect("engine");
-        let rules = compile(true, None).expect("compile");
+        let rules = compile_text(&crs_text("")).expect("compile");
         let (hit, logs) = run(&rules, &engine, "GET", "/?id=%ff%fe'%20or%201=1--%c0%80", &[("Host", "h"), ("User-Agent", "t"), ("Accept", "*/*")], b"");
         assert!(hit.is_some());
         assert!(logs.iter().any(|l| l.contains("\\xff")), "{logs:?}");
@@ -363,7 +339,7 @@ mod tests {
     #[test]
     fn a_benign_request_is_not_interrupted() {
         let engine = Engine::new().expect("engine");
-        let rules = compile(true, None).expect("compile");
+        let rules = compile_text(&crs_text("")).expect("compile");
         let (hit, _) = run(&rules, &engine, "GET", "/products?page=2", &[("Host", "h"), ("User-Agent", "t"), ("Accept", "*/*")], b"");
         assert_eq!(hit, None);
     }
@@ -378,9 +354,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_directive_is_an_error_carrying_modsecuritys_message() {
-        let err = compile(false, Some("SecRuel ARGS x")).err().expect("rejected");
-        let text = format!("{err:#}");
-        assert!(text.contains("SecRuel") && text.contains("Line: 1"), "{text}");
+    fn a_bad_directive_is_an_error_carrying_modsecuritys_message_and_line() {
+        let why = check_directives(false, "SecRuel ARGS x").expect("base loads").expect_err("rejected");
+        assert!(why.contains("SecRuel") && why.contains("Line: 1"), "{why}");
+        assert!(matches!(check_directives(false, "SecRule ARGS:x \"@streq 1\" \"id:1,phase:1,deny\""), Ok(Ok(()))));
     }
 }
