@@ -105,7 +105,7 @@ fn metrics_matches_become_an_inclusion_list_grouped_as_envoy_gateways_template_l
 fn oss_policy(values: &[(&str, Value)]) -> Value {
     let template = std::fs::read_to_string(root().join("kind/profiles/oss-waf-policy.yaml")).unwrap();
     let values: BTreeMap<&str, Value> = values.iter().cloned().collect();
-    let text = waf_e2e::stack::kind::objects::fill_template(&template, &values).unwrap();
+    let text = waf_e2e::profile::waf_policy::fill_template(&template, &values).unwrap();
     serde_saphyr::from_str(&text).unwrap()
 }
 
