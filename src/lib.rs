@@ -28,6 +28,7 @@ pub mod rendered;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod schema;
 pub mod stack;
 pub mod timeouts;
 pub mod wait;

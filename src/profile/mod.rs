@@ -22,6 +22,8 @@ pub struct Profile {
     pub description: String,
     /// What the profile's WAF filter can do; scenarios needing more are skipped.
     pub capabilities: Vec<Capability>,
+    /// Which WAF filter build the profile runs (scenario rule-id/phase expectations depend on it).
+    pub filter: FilterSpec,
     /// The Gateway every scenario route attaches to.
     pub gateway: GatewaySpec,
     /// The Prometheus CR the harness queries.
@@ -34,6 +36,15 @@ pub struct Profile {
     pub audit_reader: Option<AuditReaderSpec>,
     /// The file the profile was read from.
     pub file: PathBuf,
+}
+
+/// The WAF filter build a profile runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// Name of the filter build whose behaviour scenarios' expectations must describe
+    /// (`coraza-proxy-wasm-release`: upstream's release image, multiphase evaluation and CRS v4).
+    pub flavour: String,
 }
 
 /// The shared Gateway and where its proxy pods run.
@@ -76,6 +87,10 @@ pub struct AuditReaderSpec {
 pub struct WafSpec {
     /// Template file (relative to the repository root) with `{{placeholder}}`s.
     pub template: PathBuf,
+    /// Template of a companion object carrying the scenario's SecLang, rendered only when the
+    /// scenario has directives (the tigera WAFPlugin, whose CRD rejects an empty one).
+    #[serde(default)]
+    pub plugin_template: Option<PathBuf>,
     /// OCI image of the WAF filter, when the template needs one.
     #[serde(default)]
     pub wasm_image: Option<String>,
@@ -213,6 +228,7 @@ struct RawProfile {
     #[serde(default)]
     description: String,
     capabilities: Vec<Capability>,
+    filter: FilterSpec,
     gateway: GatewaySpec,
     prometheus: PrometheusSpec,
     waf: WafSpec,
@@ -328,6 +344,7 @@ impl Profile {
             name: raw.name,
             description: raw.description,
             capabilities: raw.capabilities,
+            filter: raw.filter,
             gateway: raw.gateway,
             prometheus: raw.prometheus,
             waf: raw.waf,
@@ -420,9 +437,10 @@ mod tests {
         assert_eq!(p.capabilities, vec![Capability::Blocking, Capability::AuditLog]);
         assert_eq!(p.missing(&[Capability::WouldBlockCounter, Capability::Blocking]), vec![Capability::WouldBlockCounter]);
         let names: Vec<&str> = p.downloads().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["calico-operator", "calico-custom-resources", "envoy-gateway", "prometheus-operator"]);
+        assert_eq!(names, ["calico-operator-crds", "calico-operator", "calico-custom-resources", "envoy-gateway", "prometheus-operator"]);
         assert!(p.downloads().all(|d| d.sha256.is_none()), "sha256 is recorded in the lock, not guessed");
         assert!(matches!(p.installs[0], Install::Download { ref waits, .. } if waits[0] == WaitSpec::CrdEstablished("installations.operator.tigera.io".into())));
+        assert_eq!(p.filter.flavour, "coraza-proxy-wasm-release");
         assert!(p.installs.contains(&Install::Rendered));
     }
 
@@ -440,7 +458,7 @@ mod tests {
         assert!(err.contains("nope") && err.contains("oss") && err.contains("tigera"), "{err}");
     }
 
-    const HEAD: &str = "name: x\ncapabilities: []\n\
+    const HEAD: &str = "name: x\ncapabilities: []\nfilter: {flavour: f}\n\
 gateway: {name: g, namespace: n, class: c, proxy_namespace: p, manifest: m.yaml}\n\
 prometheus: {name: p, namespace: m}\nwaf: {template: t.yaml}\n";
 

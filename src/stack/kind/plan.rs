@@ -280,7 +280,7 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
     let rendered_envoyproxy = rendered.documents.iter().find(|d| d.kind == "EnvoyProxy");
     let lock = LockFile::load(&lock_path(&opts.root, &profile.name))?;
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(super::cache::default_dir), opts.timeouts.download);
-    let template = crate::profile::waf_policy::load_template(&opts.root, &profile)?;
+    let template = crate::profile::waf_policy::load_templates(&opts.root, &profile)?;
     let mut steps = Vec::new();
     let t = &opts.timeouts;
     let wait = |w: WaitSpec| PlanStep::Wait { timeout: w.timeout(t), wait: w };

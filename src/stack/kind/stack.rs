@@ -38,7 +38,7 @@ pub struct KindStack {
     stats_url: String,
     /// Held so the port-forwards live as long as the stack (they stop on drop).
     _forwards: Vec<PortForward>,
-    template: String,
+    template: crate::profile::waf_policy::WafTemplates,
     keep: bool,
     timeouts: Timeouts,
     name: String,
@@ -87,7 +87,7 @@ impl KindStack {
         if plan.target.is_kind() {
             preflight(StackKind::Kind).await?;
         }
-        let template = crate::profile::waf_policy::load_template(&plan.root, &plan.profile)?;
+        let template = crate::profile::waf_policy::load_templates(&plan.root, &plan.profile)?;
         let cli = KindCli { binary: opts.kind_binary.clone() };
         let t = opts.timeouts.clone();
         let mut lock = LockFile::load(&lock_path(&plan.root, &plan.profile.name))?;
@@ -477,7 +477,7 @@ mod tests {
             client: api.client.clone(),
             cluster: None,
             endpoints: Endpoints { gateway_url: String::new(), prometheus_url: String::new(), scrape_pool: plan.scrape_pool() },
-            template: String::new(),
+            template: crate::profile::waf_policy::WafTemplates { policy: String::new(), plugin: None },
             keep,
             timeouts: Timeouts::default(),
             name: "cluster".into(),

@@ -1,0 +1,182 @@
+//! The schemas to check against: CustomResourceDefinitions read from YAML files (any multi-document
+//! file, any mix of kinds), indexed by group, kind and version.
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The group whose `v3` objects the Calico API server serves from the `crd.projectcalico.org/v1` CRDs.
+pub const CALICO_V3_GROUP: &str = "projectcalico.org";
+/// The CRD group backing [`CALICO_V3_GROUP`] in Calico releases without v3 CRDs (v3.31 and older).
+pub const CALICO_CRD_GROUP: &str = "crd.projectcalico.org";
+
+/// One served version of one CRD.
+#[derive(Debug, Clone)]
+pub struct CrdVersion {
+    /// `Namespaced` or `Cluster`.
+    pub scope: String,
+    /// The version's `openAPIV3Schema`.
+    pub schema: Value,
+    /// Whether the version is served.
+    pub served: bool,
+    /// The file the CRD came from.
+    pub file: PathBuf,
+}
+
+/// Every CRD found, by (group, kind) then version name.
+#[derive(Debug, Clone, Default)]
+pub struct CrdIndex {
+    by_kind: BTreeMap<(String, String), BTreeMap<String, CrdVersion>>,
+    /// Files read (YAML files with at least one CRD).
+    pub files: Vec<PathBuf>,
+}
+
+/// What a lookup found for an object's apiVersion and kind.
+#[derive(Debug, Clone)]
+pub enum Lookup<'a> {
+    /// The schema of exactly this group, version and kind.
+    Found(&'a CrdVersion),
+    /// A Calico `projectcalico.org/v3` object, checked against `crd.projectcalico.org/<version>`.
+    CalicoBacking(&'a CrdVersion, String),
+    /// The kind exists, but not in this version (or the version is not served).
+    WrongVersion(Vec<String>),
+    /// No CRD of this group and kind.
+    Missing,
+}
+
+impl CrdIndex {
+    /// Reads every `*.yaml`/`*.yml` under each path (a file, or a directory searched recursively).
+    pub fn load(paths: &[PathBuf]) -> Result<CrdIndex> {
+        let mut index = CrdIndex::default();
+        for path in paths {
+            let mut files = Vec::new();
+            collect_yaml(path, &mut files).with_context(|| format!("schemas {}", path.display()))?;
+            if files.is_empty() {
+                return Err(anyhow!("--schemas {}: no YAML files there", path.display()));
+            }
+            for file in files {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                index.add_text(&file, &text)?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// Adds the CRDs of one multi-document YAML text (other kinds are ignored).
+    pub fn add_text(&mut self, file: &Path, text: &str) -> Result<usize> {
+        let docs: Vec<Value> =
+            serde_saphyr::from_str_multiple(text).map_err(|e| anyhow!("parse YAML {}: {e}", file.display()))?;
+        let mut added = 0;
+        for doc in docs.iter().filter(|d| is_crd(d)) {
+            let spec = &doc["spec"];
+            let (Some(group), Some(kind)) = (spec["group"].as_str(), spec["names"]["kind"].as_str()) else { continue };
+            let scope = spec["scope"].as_str().unwrap_or("Namespaced").to_string();
+            let versions = self.by_kind.entry((group.to_string(), kind.to_string())).or_default();
+            for v in spec["versions"].as_array().into_iter().flatten() {
+                let Some(name) = v["name"].as_str() else { continue };
+                // apiextensions.k8s.io/v1beta1 CRDs carry one schema under spec.validation.
+                let schema = v.pointer("/schema/openAPIV3Schema").or_else(|| spec.pointer("/validation/openAPIV3Schema")).cloned().unwrap_or(Value::Null);
+                versions.insert(
+                    name.to_string(),
+                    CrdVersion { scope: scope.clone(), schema, served: v["served"].as_bool().unwrap_or(true), file: file.to_path_buf() },
+                );
+            }
+            added += 1;
+        }
+        if added > 0 {
+            self.files.push(file.to_path_buf());
+        }
+        Ok(added)
+    }
+
+    /// How many CRDs (group, kind pairs) the index holds.
+    pub fn len(&self) -> usize {
+        self.by_kind.len()
+    }
+
+    /// True when no CRD was found.
+    pub fn is_empty(&self) -> bool {
+        self.by_kind.is_empty()
+    }
+
+    /// The schema for `apiVersion` and `kind`, with the Calico v3 -> crd.projectcalico.org fallback.
+    pub fn lookup(&self, api_version: &str, kind: &str) -> Lookup<'_> {
+        let (group, version) = split_api_version(api_version);
+        if let Some(versions) = self.by_kind.get(&(group.to_string(), kind.to_string())) {
+            return match versions.get(version) {
+                Some(v) if v.served => Lookup::Found(v),
+                _ => Lookup::WrongVersion(versions.iter().filter(|(_, v)| v.served).map(|(n, _)| n.clone()).collect()),
+            };
+        }
+        if group == CALICO_V3_GROUP && version == "v3" {
+            if let Some(versions) = self.by_kind.get(&(CALICO_CRD_GROUP.to_string(), kind.to_string())) {
+                if let Some((name, v)) = versions.iter().find(|(_, v)| v.served) {
+                    return Lookup::CalicoBacking(v, format!("{CALICO_CRD_GROUP}/{name}"));
+                }
+            }
+        }
+        Lookup::Missing
+    }
+}
+
+/// `group/version` split; the core group is empty.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.rsplit_once('/').unwrap_or(("", api_version))
+}
+
+fn is_crd(doc: &Value) -> bool {
+    doc["kind"] == "CustomResourceDefinition" && doc["apiVersion"].as_str().is_some_and(|v| v.starts_with("apiextensions.k8s.io/"))
+}
+
+fn collect_yaml(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_yaml(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: tiers.crd.projectcalico.org}
+spec:
+  group: crd.projectcalico.org
+  names: {kind: Tier, plural: tiers}
+  scope: Cluster
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: not-a-crd}
+"#;
+
+    #[test]
+    fn crds_are_found_by_group_kind_and_version_and_calico_v3_falls_back_to_the_crd_group() {
+        let mut index = CrdIndex::default();
+        assert_eq!(index.add_text(Path::new("t.yaml"), CRD).unwrap(), 1);
+        assert!(matches!(index.lookup("crd.projectcalico.org/v1", "Tier"), Lookup::Found(v) if v.scope == "Cluster"));
+        assert!(matches!(index.lookup("projectcalico.org/v3", "Tier"), Lookup::CalicoBacking(_, g) if g == "crd.projectcalico.org/v1"));
+        assert!(matches!(index.lookup("crd.projectcalico.org/v2", "Tier"), Lookup::WrongVersion(v) if v == ["v1"]));
+        assert!(matches!(index.lookup("projectcalico.org/v3", "GlobalNetworkPolicy"), Lookup::Missing));
+    }
+}
