@@ -44,7 +44,7 @@ pub enum Command {
 /// Options of `waf-e2e run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Where to run: `kind` (a new kind cluster), `cluster` (an existing one) or `local` (Prometheus + the reference proxy on loopback).
+    /// Where to run: `kind` (a new kind cluster), `cluster` (an existing one) or `local` (a real Envoy and Prometheus on loopback).
     #[arg(long, value_enum, default_value_t = StackKind::Kind)]
     pub stack: StackKind,
     /// Only scenarios whose name matches this glob (repeatable).
@@ -86,6 +86,15 @@ pub struct RunArgs {
     /// Do not install the stack; the cluster already has it.
     #[arg(long)]
     pub no_install: bool,
+    /// Local stack: the Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+    /// Local stack: load this proxy-wasm WAF filter instead of the stand-in (e.g. a coraza-proxy-wasm build).
+    #[arg(long)]
+    pub waf_wasm: Option<PathBuf>,
+    /// The flavour of `--waf-wasm`, which picks the scenarios' filter-dependent values (default: the profile's filter).
+    #[arg(long, requires = "waf_wasm")]
+    pub waf_flavour: Option<String>,
 }
 
 /// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
@@ -145,6 +154,10 @@ pub fn select_scenarios(paths: &[PathBuf], globs: &[String]) -> Result<Vec<Scena
 }
 
 async fn run(args: RunArgs) -> Result<(), HarnessError> {
+    if let Some(flavour) = args.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+        return Err(HarnessError::Usage(format!(
+            "--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
+    }
     let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
     let timeouts = Timeouts::default();
     let run_id = format!("{:08x}", rand_u32());
@@ -161,6 +174,8 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         signal = signals.recv() => return Err(HarnessError::Infrastructure(anyhow::anyhow!("interrupted by {signal} while the {kind} stack was starting"))),
     };
     progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
+    let filter = stack.filter();
+    progress.note(&format!("filter: {} (flavour `{}`); Envoy {}", filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("version unknown")));
     let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
     let outcomes = tokio::select! {
         outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
@@ -197,6 +212,9 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
         no_install: args.no_install,
+        envoy: args.envoy.clone(),
+        waf_wasm: args.waf_wasm.clone(),
+        waf_flavour: args.waf_flavour.clone(),
     }
 }
 

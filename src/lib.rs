@@ -18,8 +18,6 @@ pub mod filter;
 pub mod input;
 pub mod k8s;
 #[cfg(feature = "reference-proxy")]
-pub mod proxy;
-#[cfg(feature = "reference-proxy")]
 pub mod waf;
 pub mod process;
 pub mod profile;

@@ -20,7 +20,8 @@ impl Admin {
         Ok(Admin { base: format!("http://{addr}"), client })
     }
 
-    async fn get(&self, path: &str) -> Result<String> {
+    /// GET `path` on the admin listener; the body, or an error naming the status.
+    pub async fn get(&self, path: &str) -> Result<String> {
         let url = format!("{}{path}", self.base);
         let resp = self.client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();

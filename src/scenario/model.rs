@@ -234,7 +234,7 @@ pub const KNOWN_FILTER_FLAVOURS: [&str; 4] = [
     "stand-in",
     "coraza-proxy-wasm-release",
     "coraza-proxy-wasm-no-multiphase",
-    "tigera",
+    "calico-enterprise-gateway-waf",
 ];
 
 /// Whether `name` is a filter flavour scenarios may use: a known one, or `custom-<something>`.

@@ -174,6 +174,12 @@ pub struct StackOptions {
     pub context: Option<String>,
     /// Skip installing the stack on the cluster.
     pub no_install: bool,
+    /// The Envoy binary for the local stack (`None`: `WAF_E2E_ENVOY`, the project-local install, PATH).
+    pub envoy: Option<std::path::PathBuf>,
+    /// A proxy-wasm WAF filter for the local stack to load instead of the stand-in.
+    pub waf_wasm: Option<std::path::PathBuf>,
+    /// The flavour of `waf_wasm`, for filter-dependent expectations.
+    pub waf_flavour: Option<String>,
 }
 
 impl StackOptions {

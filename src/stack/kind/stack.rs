@@ -51,10 +51,7 @@ pub struct KindStack {
 
 /// The filter a profile runs: its flavour keys filter-dependent expectations (rule ids, phases).
 fn profile_filter(profile: &crate::profile::Profile) -> FilterInfo {
-    let flavour = match profile.name.as_str() {
-        "oss" => "coraza-proxy-wasm-release",
-        other => other,
-    };
+    let flavour = profile.filter.flavour.as_str();
     let image = profile.waf.wasm_image.clone().unwrap_or_else(|| "the product's WAF filter".into());
     FilterInfo { flavour: flavour.into(), description: format!("{image} (profile {})", profile.name), envoy_version: None }
 }

@@ -1,106 +1,138 @@
-//! The local stack: real Prometheus (from PATH) scraping the reference proxy, all on loopback.
+//! The local stack: a real Envoy (the release Envoy Gateway pins) configured from the rendered
+//! EnvoyProxy and the profile's WAF policy template as Envoy Gateway would configure it, a real
+//! Prometheus fed the PodMonitor's translation, and a recording echo backend, all on loopback.
 //!
-//! The reference proxy is a STAND-IN for an Envoy Gateway proxy with the WAF filter; Prometheus,
-//! the PodMonitor translation, ModSecurity + CRS and HTTP are real.
+//! The WAF filter module is the one pluggable part: `--waf-wasm FILE` loads any proxy-wasm filter
+//! (then nothing here is simulated); by default the stand-in filter (`filter/standin.c`) asks the
+//! reference WAF service (`crate::waf`: ModSecurity + CRS) for each decision.
 
 pub mod echo;
+mod parts;
 
-use super::{AuditCursor, AuditLines, Endpoints, ScenarioEnv, Stack, StackOptions};
+use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use crate::envoy::{EnvoyProcess, RouteSpec};
 use crate::prometheus::PrometheusProcess;
-use crate::proxy::{Faults, PolicyAttachment, ProxyConfig, ProxyPorts, ReferenceProxy};
-use crate::rendered::{render_scrape_config, PodTarget, RenderedSet};
 use crate::scenario::{Capability, Scenario};
 use crate::timeouts::Timeouts;
 use anyhow::{Context, Result};
+use echo::EchoBackend;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// The Gateway the reference proxy plays.
+/// The Gateway the local Envoy plays.
 pub const GATEWAY: &str = "waf-e2e-gw";
 /// That Gateway's namespace.
 pub const GATEWAY_NAMESPACE: &str = "waf-e2e";
+/// The flavour of the default filter, as scenarios key filter-dependent values.
+pub const STAND_IN_FLAVOUR: &str = "stand-in";
 
 /// Options of the local stack.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    /// The rendered resources (the PodMonitor is translated for Prometheus).
+    /// The rendered resources (EnvoyProxy -> Envoy's arguments; PodMonitor -> Prometheus).
     pub rendered: PathBuf,
+    /// Where `kind/profiles/` lives (the WAF policy template is the profile's, as on kind).
+    pub root: PathBuf,
+    /// The profile whose WAF policy template each scenario's policy is rendered from.
+    pub profile: String,
     /// Prometheus scrape interval.
     pub scrape_interval: Duration,
     /// Deadlines.
     pub timeouts: Timeouts,
-    /// Faults injected into the reference proxy (the harness's own negative tests).
-    pub faults: Faults,
-    /// Fixed loopback ports (`None`: free ones); the fault tests occupy one to see the start fail.
-    pub ports: LocalPorts,
-}
-
-/// Loopback ports the local stack binds; `None` picks a free one.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalPorts {
-    /// The reference proxy's data plane.
-    pub gateway: Option<u16>,
-    /// The reference proxy's admin (`/stats/prometheus`).
-    pub admin: Option<u16>,
-    /// Prometheus' web listener.
-    pub prometheus: Option<u16>,
+    /// The Envoy binary (`None`: `WAF_E2E_ENVOY`, the project-local install, PATH).
+    pub envoy: Option<PathBuf>,
+    /// A proxy-wasm filter to load instead of the stand-in.
+    pub waf_wasm: Option<PathBuf>,
+    /// The flavour of `waf_wasm` (`None`: the profile's filter flavour).
+    pub waf_flavour: Option<String>,
+    /// Faults injected into the reference WAF service (the harness's own negative tests).
+    pub faults: crate::waf::Faults,
+    /// Prometheus' port (`None`: a free one); the fault tests occupy one to see the start fail.
+    pub prometheus_port: Option<u16>,
 }
 
 impl LocalOptions {
     /// The local-stack part of the CLI's stack options.
     pub fn from_stack_options(o: &StackOptions) -> Self {
-        LocalOptions { rendered: o.rendered.clone(), scrape_interval: o.scrape_interval, timeouts: o.timeouts.clone(), faults: Faults::default(), ports: LocalPorts::default() }
+        LocalOptions {
+            rendered: o.rendered.clone(),
+            root: PathBuf::from("."),
+            profile: o.profile.clone(),
+            scrape_interval: o.scrape_interval,
+            timeouts: o.timeouts.clone(),
+            envoy: o.envoy.clone(),
+            waf_wasm: o.waf_wasm.clone(),
+            waf_flavour: o.waf_flavour.clone(),
+            faults: crate::waf::Faults::default(),
+            prometheus_port: None,
+        }
     }
 }
 
-/// Prometheus + reference proxy + echo backend on loopback, with a temporary directory for logs and data.
+/// Envoy + Prometheus + echo backend (+ the reference WAF service for the stand-in) on loopback.
 pub struct LocalStack {
     endpoints: Endpoints,
-    proxy: Mutex<Option<ReferenceProxy>>,
+    filter: FilterInfo,
+    capabilities: Vec<Capability>,
+    parts: parts::Parts,
+    envoy: Mutex<Option<EnvoyProcess>>,
     prometheus: Mutex<Option<PrometheusProcess>>,
-    admin_addr: std::net::SocketAddr,
-    audit_log: PathBuf,
-    prometheus_config: String,
-    filter: super::FilterInfo,
-    _dir: tempfile::TempDir,
+    waf: Mutex<Option<crate::waf::ReferenceWaf>>,
+    echo: EchoBackend,
+    routes: Mutex<BTreeMap<String, RouteSpec>>,
+    dir: tempfile::TempDir,
 }
 
 impl LocalStack {
-    /// Starts the proxy, translates the PodMonitor for it, and starts Prometheus scraping it.
+    /// Starts everything and waits until Envoy serves and Prometheus is ready.
     pub async fn start(opts: &LocalOptions) -> Result<LocalStack> {
-        let rendered = RenderedSet::load(&opts.rendered).with_context(|| format!("load rendered resources from {}", opts.rendered.display()))?;
-        let dir = tempfile::Builder::new().prefix("waf-e2e-local-").tempdir().context("create the local stack's temporary directory")?;
-        let audit_log = dir.path().join("access_logs").join("envoy.log");
-        std::fs::create_dir_all(audit_log.parent().unwrap_or(dir.path())).context("create access_logs directory")?;
-        let proxy = ReferenceProxy::start(ProxyConfig {
-            gateway: GATEWAY.into(),
-            gateway_namespace: GATEWAY_NAMESPACE.into(),
-            audit_log: audit_log.clone(),
-            faults: opts.faults.clone(),
-            ports: ProxyPorts { listen: opts.ports.gateway, admin: opts.ports.admin },
-        })
-        .await
-        .context("start the reference proxy")?;
-        let admin_addr = proxy.admin_addr();
-        let target = PodTarget::envoy_gateway_proxy(admin_addr.to_string(), GATEWAY, GATEWAY_NAMESPACE);
-        let prometheus_config = render_scrape_config(&rendered.podmonitor, &target, opts.scrape_interval)
-            .context("translate the PodMonitor into a Prometheus scrape config")?;
-        let prometheus = PrometheusProcess::start_on(&prometheus_config, &opts.timeouts, opts.ports.prometheus).await.context("start Prometheus")?;
-        let endpoints = Endpoints {
-            gateway_url: format!("http://{}", proxy.listen_addr()),
-            prometheus_url: prometheus.url().to_string(),
-            scrape_pool: rendered.podmonitor.job_name(0),
+        let dir = tempfile::Builder::new().prefix("waf-e2e-local-").tempdir().context("create the local stack's run directory")?;
+        let parts = parts::Parts::load(opts, dir.path())?;
+        let echo = EchoBackend::start().await?;
+        let (module, filter, capabilities, waf) = match &opts.waf_wasm {
+            Some(file) => {
+                let flavour = opts.waf_flavour.clone().unwrap_or_else(|| parts.profile_flavour());
+                anyhow::ensure!(file.is_file(), "--waf-wasm {}: no such file", file.display());
+                let info = FilterInfo { flavour, description: format!("{} (--waf-wasm)", file.display()), envoy_version: None };
+                (file.clone(), info, parts.profile.capabilities.clone(), None)
+            }
+            None => {
+                let module = crate::filter::standin::build_standin(&crate::filter::build::default_cache_dir())?;
+                let waf = crate::waf::ReferenceWaf::start(opts.faults).context("start the reference WAF service")?;
+                let info = FilterInfo {
+                    flavour: STAND_IN_FLAVOUR.into(),
+                    description: format!("stand-in filter (waf-e2e, filter/standin.c) deciding with {}", waf.describe()),
+                    envoy_version: None,
+                };
+                (module, info, vec![Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog], Some(waf))
+            }
         };
+        let extra_clusters = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
+        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters).await?;
+        let filter = FilterInfo { envoy_version: Some(envoy.version().to_string()), ..filter };
+        let scrape_target = envoy.metrics_addr().with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
+        let prometheus_config = parts.scrape_config(scrape_target, opts.scrape_interval)?;
+        let prometheus = PrometheusProcess::start_on(&prometheus_config, &opts.timeouts, opts.prometheus_port).await.context("start Prometheus")?;
+        let endpoints = Endpoints {
+            gateway_url: format!("http://{}", envoy.gateway_addr()),
+            prometheus_url: prometheus.url().to_string(),
+            scrape_pool: parts.rendered.podmonitor.job_name(0),
+        };
+        let parts = parts.with_module(module);
+        tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
             endpoints,
-            proxy: Mutex::new(Some(proxy)),
+            filter,
+            capabilities,
+            parts,
+            envoy: Mutex::new(Some(envoy)),
             prometheus: Mutex::new(Some(prometheus)),
-            admin_addr,
-            audit_log,
-            prometheus_config,
-            filter: super::FilterInfo { flavour: "stand-in".into(), description: "reference proxy (stand-in)".into(), envoy_version: None },
-            _dir: dir,
+            waf: Mutex::new(waf),
+            echo,
+            routes: Mutex::new(BTreeMap::new()),
+            dir,
         })
     }
 
@@ -114,16 +146,26 @@ impl LocalStack {
         self.prometheus.lock().await.as_ref().map(|p| p.dir().to_path_buf())
     }
 
-    /// Stops the reference proxy's listeners mid-run, as if the proxy died (fault tests).
-    pub async fn kill_proxy(&self) {
-        if let Some(proxy) = self.proxy.lock().await.as_ref() {
-            proxy.stop_listeners();
-        }
+    /// Envoy's process id while it runs (fault tests kill it).
+    pub async fn envoy_pid(&self) -> Option<u32> {
+        self.envoy.lock().await.as_ref().map(EnvoyProcess::pid)
+    }
+
+    /// The run directory (Envoy's bootstrap, xDS files, logs and volumes).
+    pub fn run_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The scenario's policy namespace on this stack.
     pub fn namespace_of(scenario: &Scenario) -> String {
         format!("waf-e2e-{}", scenario.name())
+    }
+
+    async fn apply_routes(&self, routes: &BTreeMap<String, RouteSpec>) -> Result<()> {
+        let envoy = self.envoy.lock().await;
+        let envoy = envoy.as_ref().context("Envoy was shut down")?;
+        let all: Vec<RouteSpec> = routes.values().cloned().collect();
+        envoy.set_routes(&all).await
     }
 }
 
@@ -138,10 +180,10 @@ impl Stack for LocalStack {
     }
 
     fn capabilities(&self) -> &[Capability] {
-        &[Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog]
+        &self.capabilities
     }
 
-    fn filter(&self) -> &super::FilterInfo {
+    fn filter(&self) -> &FilterInfo {
         &self.filter
     }
 
@@ -154,44 +196,42 @@ impl Stack for LocalStack {
             gateway_namespace: GATEWAY_NAMESPACE.into(),
             host: format!("{}.waf-e2e.test", scenario.name()),
         };
-        let attachment = PolicyAttachment {
-            host: env.host.clone(),
-            policy: env.policy.clone(),
-            namespace: env.namespace.clone(),
-            mode: scenario.policy.mode,
-            crs: scenario.policy.rules.crs,
-            directives: scenario.policy.rules.directives.as_ref().map(|d| d.value.clone()),
-            extra_metric_labels: vec![("authority".into(), env.host.clone())],
-        };
-        let proxy = self.proxy.lock().await;
-        let proxy = proxy.as_ref().context("the reference proxy was shut down")?;
-        proxy.attach(attachment).await.with_context(|| format!("attach policy {}/{} to host {}", env.namespace, env.policy, env.host))?;
+        let route = self.parts.route(scenario, &env, self.echo.addr()).with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
+        let mut routes = self.routes.lock().await;
+        routes.insert(env.scenario.clone(), route);
+        if let Err(e) = self.apply_routes(&routes).await {
+            routes.remove(&env.scenario);
+            return Err(e.context(format!("configure Envoy with HTTPRoute {}/{} and its WAF policy", env.namespace, env.scenario)));
+        }
         Ok(env)
     }
 
     async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()> {
-        if let Some(proxy) = self.proxy.lock().await.as_ref() {
-            proxy.detach(&env.host).await;
+        let mut routes = self.routes.lock().await;
+        if routes.remove(&env.scenario).is_some() {
+            self.apply_routes(&routes).await.with_context(|| format!("remove HTTPRoute {}/{} from Envoy", env.namespace, env.scenario))?;
         }
         Ok(())
     }
 
     async fn audit_cursor(&self) -> Result<AuditCursor> {
-        let len = match tokio::fs::metadata(&self.audit_log).await {
+        let file = self.parts.audit_file();
+        let len = match tokio::fs::metadata(&file).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e).with_context(|| format!("stat {}", self.audit_log.display())),
+            Err(e) => return Err(e).with_context(|| format!("stat {}", file.display())),
         };
-        Ok(AuditCursor([(self.audit_log.display().to_string(), len)].into()))
+        Ok(AuditCursor([(file.display().to_string(), len)].into()))
     }
 
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
-        let source = self.audit_log.display().to_string();
+        let file = self.parts.audit_file();
+        let source = file.display().to_string();
         let offset = cursor.0.get(&source).copied().unwrap_or(0);
-        let bytes = match tokio::fs::read(&self.audit_log).await {
+        let bytes = match tokio::fs::read(&file).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e).with_context(|| format!("read {}", self.audit_log.display())),
+            Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
         let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
         if read.rotated {
@@ -203,24 +243,51 @@ impl Stack for LocalStack {
     }
 
     async fn raw_stats(&self) -> Result<String> {
-        let url = format!("http://{}/stats/prometheus", self.admin_addr);
-        let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
-        resp.text().await.with_context(|| format!("read GET {url}"))
+        let envoy = self.envoy.lock().await;
+        let envoy = envoy.as_ref().context("Envoy was shut down")?;
+        envoy.admin().get("/stats/prometheus").await.context("read Envoy's /stats/prometheus")
+    }
+
+    async fn backend_reach(&self, correlation_ids: &[String]) -> Result<Option<BTreeMap<String, BackendReach>>> {
+        Ok(Some(self.echo.reach(correlation_ids)))
+    }
+
+    async fn audit_flushes(&self) -> Result<Option<u64>> {
+        let envoy = self.envoy.lock().await;
+        let envoy = envoy.as_ref().context("Envoy was shut down")?;
+        let stats = envoy.admin().stats(r"^filesystem\.(flushed_by_timer|write_total_buffered)$").await?;
+        let flushed = match stats.get("filesystem.flushed_by_timer") {
+            Some(v) => v.parse::<u64>().with_context(|| format!("filesystem.flushed_by_timer is `{v}`"))?,
+            None => return Ok(None),
+        };
+        // A flush counts once its write is done: while bytes are still buffered, the newest flush may not be.
+        let buffered = stats.get("filesystem.write_total_buffered").map_or(0, |v| v.parse::<u64>().unwrap_or(u64::MAX));
+        Ok(Some(if buffered == 0 { flushed } else { flushed.saturating_sub(1) }))
+    }
+
+    fn audit_hints(&self) -> Vec<String> {
+        self.parts.audit_hints()
     }
 
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()> {
-        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).with_context(|| format!("write {name}"));
-        write("prometheus.yml", self.prometheus_config.clone())?;
-        write("raw-stats.txt", self.raw_stats().await.unwrap_or_else(|e| format!("could not read: {e:#}")))?;
-        let targets = reqwest::get(format!("{}/api/v1/targets", self.endpoints.prometheus_url)).await;
-        let targets = match targets {
+        let raw = self.raw_stats().await.unwrap_or_else(|e| format!("could not read: {e:#}"));
+        let (prometheus_log, prometheus_dir) = match self.prometheus.lock().await.as_ref() {
+            Some(p) => (p.log_tail(200), Some(p.dir().to_path_buf())),
+            None => ("Prometheus was shut down".into(), None),
+        };
+        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints.prometheus_url)).await {
             Ok(r) => r.text().await.unwrap_or_else(|e| format!("could not read: {e:#}")),
             Err(e) => format!("could not read: {e:#}"),
         };
-        write("prometheus-targets.json", targets)?;
-        let audit = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
-        let ours: Vec<&str> = audit.lines().filter(|l| l.contains(&env.scenario)).collect();
-        write("audit-log.txt", ours.join("\n"))
+        parts::write_bundle(dir, &parts::Bundle {
+            run_dir: self.dir.path(),
+            audit_file: &self.parts.audit_file(),
+            scenario: env,
+            raw_stats: &raw,
+            prometheus_dir: prometheus_dir.as_deref(),
+            prometheus_log: &prometheus_log,
+            prometheus_targets: &targets,
+        })
     }
 
     async fn health(&self) -> Result<()> {
@@ -232,10 +299,14 @@ impl Stack for LocalStack {
                 }
             }
         }
-        match self.proxy.lock().await.as_ref() {
-            None => anyhow::bail!("the reference proxy was shut down"),
-            Some(p) => p.health(),
+        match self.envoy.lock().await.as_ref() {
+            None => anyhow::bail!("Envoy was shut down"),
+            Some(e) => e.health()?,
         }
+        if let Some(waf) = self.waf.lock().await.as_ref() {
+            waf.health()?;
+        }
+        self.echo.health()
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -245,9 +316,14 @@ impl Stack for LocalStack {
                 errors.push(format!("stop Prometheus: {e:#}"));
             }
         }
-        if let Some(p) = self.proxy.lock().await.take() {
-            if let Err(e) = p.shutdown().await {
-                errors.push(format!("stop the reference proxy: {e:#}"));
+        if let Some(e) = self.envoy.lock().await.take() {
+            if let Err(e) = e.stop().await {
+                errors.push(format!("stop Envoy: {e:#}"));
+            }
+        }
+        if let Some(w) = self.waf.lock().await.take() {
+            if let Err(e) = w.shutdown().await {
+                errors.push(format!("stop the reference WAF service: {e:#}"));
             }
         }
         if errors.is_empty() { Ok(()) } else { anyhow::bail!(errors.join("; ")) }
