@@ -5,14 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use waf_e2e::error::HarnessError;
-use waf_e2e::proxy::Faults;
+use waf_e2e::waf::Faults;
 use waf_e2e::report::Progress;
 use waf_e2e::runner::{self, Outcome, RunOptions, Verdict};
 use waf_e2e::scenario::{Capability, Scenario};
-use waf_e2e::stack::local::{LocalOptions, LocalPorts, LocalStack};
+use waf_e2e::stack::local::{LocalOptions, LocalStack};
 use std::collections::BTreeMap;
 use waf_e2e::stack::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use waf_e2e::timeouts::Timeouts;
@@ -29,10 +28,8 @@ struct FaultBeforeTraffic {
 
 #[derive(Clone)]
 enum Fault {
-    /// Stop the reference proxy's listeners.
-    KillProxy,
-    /// Make `/stats/prometheus` answer 500.
-    ScrapeFails(Faults),
+    /// SIGKILL the Envoy process, as an OOM kill would.
+    KillEnvoy,
 }
 
 #[async_trait::async_trait]
@@ -67,8 +64,10 @@ impl Stack for FaultBeforeTraffic {
     async fn audit_cursor(&self) -> anyhow::Result<AuditCursor> {
         // The runner takes the audit position right after the baseline scrape: the fault strikes here.
         match &self.fault {
-            Fault::KillProxy => self.inner.kill_proxy().await,
-            Fault::ScrapeFails(faults) => faults.scrape_fails.store(true, Ordering::SeqCst),
+            Fault::KillEnvoy => {
+                let pid = self.inner.envoy_pid().await.expect("Envoy runs");
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill Envoy");
+            }
         }
         self.inner.audit_cursor().await
     }
@@ -89,19 +88,13 @@ impl Stack for FaultBeforeTraffic {
     }
 }
 
-fn options(faults: Faults, ports: LocalPorts) -> LocalOptions {
-    LocalOptions {
-        rendered: common::root().join("fixtures/rendered"),
-        scrape_interval: common::SCRAPE_INTERVAL,
-        timeouts: Timeouts::default(),
-        faults,
-        ports,
-    }
+fn options(faults: Faults, prometheus_port: Option<u16>) -> LocalOptions {
+    LocalOptions { faults, prometheus_port, ..common::local_options(&common::root().join("fixtures/rendered")) }
 }
 
 /// Runs two isolated scenarios on the faulted stack, shuts it down and checks its Prometheus is gone.
 async fn run_with_fault(fault: Fault, faults: Faults) -> Vec<Outcome> {
-    let stack = LocalStack::start(&options(faults, LocalPorts::default())).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
+    let stack = LocalStack::start(&options(faults, None)).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
     let prometheus_dir = stack.prometheus_dir().await.expect("Prometheus runs").display().to_string();
     let stack = FaultBeforeTraffic { inner: stack, fault };
     let scenarios = [common::scenario("sqli-blocked.yaml"), common::scenario("xss-blocked.yaml")];
@@ -122,31 +115,16 @@ fn exit_of(outcomes: &[Outcome]) -> (i32, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_reference_proxy_mid_run_is_an_infrastructure_failure_naming_the_proxy() {
-    let outcomes = run_with_fault(Fault::KillProxy, Faults::default()).await;
+async fn killing_envoy_mid_run_is_an_infrastructure_failure_naming_envoy() {
+    let outcomes = run_with_fault(Fault::KillEnvoy, Faults::default()).await;
     assert!(outcomes.iter().all(|o| matches!(o.verdict, Verdict::Broken(_))), "{outcomes:#?}");
     let (code, msg) = exit_of(&outcomes);
     assert_eq!(code, 3, "{msg}");
-    assert!(msg.contains("the reference proxy was stopped"), "{msg}");
+    assert!(msg.contains("Envoy") && msg.contains("exited"), "{msg}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_scrape_mid_run_is_an_infrastructure_failure_naming_up_0_and_the_scrape_error() {
-    let faults = Faults::default();
-    let outcomes = run_with_fault(Fault::ScrapeFails(faults.clone()), faults).await;
-    assert!(outcomes.iter().all(|o| matches!(o.verdict, Verdict::Broken(_))), "{outcomes:#?}");
-    let (code, msg) = exit_of(&outcomes);
-    assert_eq!(code, 3, "{msg}");
-    assert!(msg.contains("failed (up == 0)") && msg.contains("500"), "{msg}");
-}
-
-/// A loopback port that was free a moment ago, and a listener holding another one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-async fn start_with_ports(ports: LocalPorts) -> anyhow::Error {
-    match tokio::time::timeout(FAULT_BOUND, LocalStack::start(&options(Faults::default(), ports))).await {
+async fn start_with_prometheus_port(port: u16) -> anyhow::Error {
+    match tokio::time::timeout(FAULT_BOUND, LocalStack::start(&options(Faults::default(), Some(port)))).await {
         Ok(Ok(stack)) => {
             let _ = stack.shutdown().await;
             panic!("the local stack started although a port it needs was taken")
@@ -157,22 +135,10 @@ async fn start_with_ports(ports: LocalPorts) -> anyhow::Error {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_occupied_gateway_port_fails_the_start_with_exit_3_and_address_already_in_use() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("occupy a port");
-    let gateway = taken.local_addr().expect("addr").port();
-    let prometheus = free_port();
-    let err = start_with_ports(LocalPorts { gateway: Some(gateway), prometheus: Some(prometheus), ..LocalPorts::default() }).await;
-    let msg = format!("{err:#}");
-    assert_eq!(HarnessError::classify(err).exit_code(), 3, "{msg}");
-    assert!(msg.contains(&format!("127.0.0.1:{gateway}")) && msg.to_lowercase().contains("address already in use"), "{msg}");
-    common::assert_no_process(&format!("127.0.0.1:{prometheus}"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_occupied_prometheus_port_fails_the_start_with_exit_3_and_address_already_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("occupy a port");
     let port = taken.local_addr().expect("addr").port();
-    let err = start_with_ports(LocalPorts { prometheus: Some(port), ..LocalPorts::default() }).await;
+    let err = start_with_prometheus_port(port).await;
     let msg = format!("{err:#}");
     assert_eq!(HarnessError::classify(err).exit_code(), 3, "{msg}");
     assert!(msg.contains("start Prometheus") && msg.to_lowercase().contains("address already in use"), "{msg}");
@@ -184,8 +150,8 @@ async fn killing_prometheus_mid_run_makes_the_binary_exit_3_saying_prometheus_ex
     let diag = tempfile::tempdir().expect("diagnostics dir");
     let mut run = common::Harness::spawn(&["run", "--stack", "local", "--scrape-interval-ms", "250", "--diagnostics-dir", &diag.path().display().to_string()]);
     run.wait_for_stderr("[ RUN  ]", FAULT_BOUND).await;
-    let prometheus = common::pgrep(&run.marker());
-    assert_eq!(prometheus.len(), 1, "exactly one process (Prometheus) names the run's TMPDIR: {prometheus:?}");
+    let prometheus = common::pgrep(&format!("config.file={}", run.marker()));
+    assert_eq!(prometheus.len(), 1, "exactly one Prometheus reads its config from the run's TMPDIR: {prometheus:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(prometheus[0] as i32), nix::sys::signal::Signal::SIGKILL).expect("kill Prometheus");
     let status = run.wait_exit(FAULT_BOUND).await;
     let (stdout, stderr) = (run.stdout(), run.stderr());

@@ -3,21 +3,21 @@
 
 mod common;
 
-use waf_e2e::proxy::Faults;
+use waf_e2e::waf::Faults;
 use waf_e2e::runner::Verdict;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmonitor_without_the_rule_id_relabeling_fails_naming_the_missing_label() {
-    let rendered = common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml");
-    let outcomes = common::run_local(&rendered, Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
+    let rendered = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml"));
+    let outcomes = common::run_local(rendered.path(), Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
     let msg = common::failures(&outcomes[0]);
     assert!(msg.contains("label `rule_id`: missing"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmonitor_with_decisions_swapped_fails_naming_the_wrong_decision() {
-    let rendered = common::root().join("fixtures/broken/podmonitor-decisions-swapped.yaml");
-    let outcomes = common::run_local(&rendered, Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
+    let rendered = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/broken/podmonitor-decisions-swapped.yaml"));
+    let outcomes = common::run_local(rendered.path(), Faults::default(), &[common::scenario("sqli-blocked.yaml")]).await;
     let msg = common::failures(&outcomes[0]);
     assert!(msg.contains("label `decision`: expected \"blocked\", the series carries \"would_block\""), "{msg}");
 }
@@ -42,9 +42,10 @@ async fn a_missing_audit_record_fails_naming_the_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independently_written_podmonitor_that_follows_the_contract_passes() {
-    let rendered = common::root().join("fixtures/alternative/podmonitor.yaml");
+    let rendered = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/alternative/podmonitor.yaml"));
+    let rendered = rendered.path();
     let scenarios = [common::scenario("sqli-detection-only.yaml"), common::scenario("dashed-name.yaml")];
-    let outcomes = common::run_local(&rendered, Faults::default(), &scenarios).await;
+    let outcomes = common::run_local(rendered, Faults::default(), &scenarios).await;
     for o in &outcomes {
         assert!(matches!(o.verdict, Verdict::Passed), "{}: {:?}", o.name, o.verdict);
     }

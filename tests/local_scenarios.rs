@@ -5,7 +5,7 @@ mod common;
 
 use rstest::rstest;
 use std::path::PathBuf;
-use waf_e2e::proxy::Faults;
+use waf_e2e::waf::Faults;
 use waf_e2e::runner::Verdict;
 
 #[rstest]

@@ -136,7 +136,10 @@ impl PromClient {
     /// The discovered targets of `scrape_pool` that its relabeling dropped.
     pub async fn dropped_targets(&self, scrape_pool: &str) -> Result<Vec<DroppedTarget>> {
         let data: TargetsData = self.get("/api/v1/targets", &[("state", "dropped".to_string())]).await?;
-        Ok(data.dropped_targets.into_iter().filter(|t| t.discovered_labels.get("job").map(String::as_str) == Some(scrape_pool)).collect())
+        // Prometheus 2.42 names no pool for dropped targets: the job name is in `job`, or, after the
+        // operator's first relabeling step, in `__tmp_prometheus_job_name`.
+        let of_pool = |t: &DroppedTarget| ["job", "__tmp_prometheus_job_name"].iter().any(|k| t.discovered_labels.get(*k).map(String::as_str) == Some(scrape_pool));
+        Ok(data.dropped_targets.into_iter().filter(of_pool).collect())
     }
 
     /// Whether `/-/ready` answers 200.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use waf_e2e::proxy::Faults;
+use waf_e2e::waf::Faults;
 use waf_e2e::report::Progress;
 use waf_e2e::runner::{self, Outcome, RunOptions};
 use waf_e2e::scenario::{self, Scenario};
@@ -19,15 +19,47 @@ pub fn root() -> PathBuf {
 /// Scrape interval for tests: short, so a scenario settles in about a second.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A copy of `fixtures/rendered/` with `file` replaced by the contents of `replacement`.
+pub fn rendered_with(file: &str, replacement: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(root().join("fixtures/rendered")).expect("list fixtures/rendered") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("file name").to_owned();
+        let from = if name.to_str() == Some(file) { replacement.to_path_buf() } else { path };
+        std::fs::copy(&from, dir.path().join(&name)).expect("copy a rendered file");
+    }
+    dir
+}
+
 /// Loads one scenario file from `scenarios/`.
 pub fn scenario(file: &str) -> Scenario {
     scenario::load_file(&root().join("scenarios").join(file)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Local stack options for tests: the `oss` profile's template, the test scrape interval, no faults.
+pub fn local_options(rendered: &Path) -> LocalOptions {
+    LocalOptions {
+        rendered: rendered.to_path_buf(),
+        root: root(),
+        profile: "oss".into(),
+        scrape_interval: SCRAPE_INTERVAL,
+        timeouts: Timeouts::default(),
+        envoy: None,
+        waf_wasm: None,
+        waf_flavour: None,
+        faults: Faults::default(),
+        prometheus_port: None,
+    }
+}
+
 /// Runs `scenarios` on a fresh local stack built from `rendered` with `faults`, and shuts it down.
 pub async fn run_local(rendered: &Path, faults: Faults, scenarios: &[Scenario]) -> Vec<Outcome> {
-    let timeouts = Timeouts::default();
-    let opts = LocalOptions { rendered: rendered.to_path_buf(), scrape_interval: SCRAPE_INTERVAL, timeouts: timeouts.clone(), faults, ports: Default::default() };
+    run_local_with(LocalOptions { faults, ..local_options(rendered) }, scenarios).await
+}
+
+/// Runs `scenarios` on a fresh local stack started with `opts`, and shuts it down.
+pub async fn run_local_with(opts: LocalOptions, scenarios: &[Scenario]) -> Vec<Outcome> {
+    let timeouts = opts.timeouts.clone();
     let stack = LocalStack::start(&opts).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
     let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None };
     let outcomes = runner::run_all(&stack, scenarios, &run, &Progress { quiet: true }).await;
