@@ -397,7 +397,9 @@ static void pump(stream *s) {
   }
 }
 
-/* Resumes the side of `stage` unless a later stage of the same side is still waiting for its decision. */
+/* Resumes the side of `stage` unless a later stage of the same side is still waiting for its decision.
+ * Envoy 1.37.0 (measured) buffers a body itself while the filter's headers are stopped and calls the
+ * body callback only after they continue, so the guard is for hosts that deliver the body earlier. */
 static void resume_after(stream *s, int stage) {
   int request_side = stage <= ST_REQUEST_BODY;
   int later = request_side ? ST_REQUEST_BODY : ST_RESPONSE_BODY;

@@ -177,8 +177,13 @@ impl Worker {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            self.txs.retain(|_, tx| tx.touched.elapsed() < ABANDONED_AFTER);
+            self.sweep(Instant::now());
         }
+    }
+
+    /// Drops the transactions untouched for [`ABANDONED_AFTER`] at `now` (their streams were reset).
+    fn sweep(&mut self, now: Instant) {
+        self.txs.retain(|_, tx| now.saturating_duration_since(tx.touched) < ABANDONED_AFTER);
     }
 
     fn stage(&mut self, service: u64, stage: Stage, headers: &CalloutHeaders, body: &[u8]) -> Result<Answer> {
@@ -389,4 +394,37 @@ impl Worker {
 
 fn unreachable_stage() -> Result<bool> {
     bail!("request_headers is handled by `begin`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waf::protocol::encode_header_map;
+
+    fn begin(worker: &mut Worker) -> u64 {
+        let config = br#"{"directives_map":{"d":["SecRule ARGS:x \"@streq 1\" \"id:7,phase:2,deny\""]},"default_directives":"d"}"#;
+        let mut body = config.to_vec();
+        body.extend(encode_header_map(&[(":method", "GET"), (":path", "/?x=2"), (":authority", "h")]));
+        let headers = CalloutHeaders { config_length: Some(config.len()), ..CalloutHeaders::default() };
+        worker.begin(1, &headers, &body).expect("request_headers").tx.expect("a transaction id")
+    }
+
+    #[test]
+    fn a_transaction_left_unfinished_for_sixty_seconds_is_dropped_and_a_finished_one_at_once() {
+        let engine: &'static Engine = Box::leak(Box::new(Engine::new().expect("engine")));
+        let mut worker = Worker::new(engine);
+        let abandoned = begin(&mut worker);
+        worker.sweep(Instant::now() + ABANDONED_AFTER - Duration::from_secs(1));
+        assert!(worker.txs.contains_key(&abandoned), "still within its 60 s");
+        worker.sweep(Instant::now() + ABANDONED_AFTER);
+        assert!(worker.txs.is_empty(), "dropped after 60 s unfinished");
+
+        let finished = begin(&mut worker);
+        let next = CalloutHeaders { tx: Some(finished), end_of_stream: true, ..CalloutHeaders::default() };
+        let answer = worker.stage(1, Stage::ResponseHeaders, &next, &encode_header_map(&[(":status", "200")])).expect("response_headers");
+        assert_eq!(answer.block, None);
+        assert!(worker.txs.is_empty(), "the last stage drops the transaction");
+        let err = worker.stage(1, Stage::ResponseBody, &next, b"").expect_err("unknown afterwards");
+        assert!(format!("{err:#}").contains(&format!("unknown transaction {finished}")), "{err:#}");
+    }
 }
