@@ -66,6 +66,10 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         clusters.push(stats);
     }
     clusters.extend(p.extra_clusters.iter().map(|(name, addr)| static_cluster(name, *addr)));
+    // A bootstrap's clusters are typed by their place; only xDS resources carry `@type`.
+    for c in &mut clusters {
+        c.as_object_mut().map(|o| o.remove("@type"));
+    }
     json!({
         "admin": {
             "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {

@@ -141,8 +141,11 @@ impl EnvoyProcess {
         let metrics = self.metrics_addr.map(|a| format!("http://{a}/stats/prometheus"));
         let client = reqwest::Client::builder().timeout(self.opts.timeouts.request).build()?;
         let condition = format!("Envoy (pid {}) LIVE on admin {} with the gateway listener bound", self.pid, self.admin_addr);
-        wait::until(&condition, self.opts.timeouts.envoy_ready, || async {
-            self.health()?;
+        // `Met(Err)` ends the wait at once: an exited Envoy or a refused listener never becomes ready.
+        let settled = wait::until(&condition, self.opts.timeouts.envoy_ready, || async {
+            if let Err(e) = self.health() {
+                return Ok(Check::Met(Err(e)));
+            }
             let ready = match self.admin.ready().await {
                 Ok(r) if r == "LIVE" => r,
                 Ok(r) => return Ok(Check::NotYet(format!("/ready says {r}"))),
@@ -151,7 +154,7 @@ impl EnvoyProcess {
             let stats = self.admin.stats(r"^listener_manager\.lds\.(version_text|update_rejected)$").await?;
             if stats.get("listener_manager.lds.update_rejected").is_some_and(|v| v != "0") {
                 let why = self.admin.newest_listener_error().await?.unwrap_or_else(|| "no reason recorded".into());
-                bail!("Envoy refused the gateway listener on {}: {why}", self.gateway_addr);
+                return Ok(Check::Met(Err(anyhow!("Envoy refused the gateway listener on {}: {why}", self.gateway_addr))));
             }
             if stats.get("listener_manager.lds.version_text").map(String::as_str) != Some("1") {
                 return Ok(Check::NotYet(format!("{ready}, listeners not loaded yet")));
@@ -163,10 +166,14 @@ impl EnvoyProcess {
                     Err(e) => return Ok(Check::NotYet(format!("{url}: {e}"))),
                 }
             }
-            Ok(Check::Met(()))
+            Ok(Check::Met(Ok(())))
         })
-        .await
-        .map_err(|e| anyhow!("{e:#}\n{}", self.log_tail_text(20)))
+        .await;
+        match settled {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow!("{e:#}\n{}", self.log_tail_text(20))),
+        }
     }
 
     /// The gateway listener (send requests here with the route's Host header).
@@ -263,16 +270,18 @@ impl EnvoyProcess {
         let started = Instant::now();
         let want = version.to_string();
         let outcome = wait::until(&format!("Envoy to apply {} version {version}", what.file()), self.opts.timeouts.envoy_config_applied, || async {
-            self.health()?;
+            if let Err(e) = self.health() {
+                return Ok(Check::Met(Err(e)));
+            }
             let stats = self.admin.stats(&filter).await?;
             if stats.get(&rejected_key).is_some_and(|r| *r != rejected_before) {
-                return Ok(Check::Met(false));
+                return Ok(Check::Met(Ok(false)));
             }
             let seen = stats.get(&format!("{prefix}.version_text")).cloned().unwrap_or_default();
             let warming = stats.get(what.warming()).cloned().unwrap_or_default();
-            Ok(if seen == want && warming == "0" { Check::Met(true) } else { Check::NotYet(format!("version {seen}, {warming} warming")) })
+            Ok(if seen == want && warming == "0" { Check::Met(Ok(true)) } else { Check::NotYet(format!("version {seen}, {warming} warming")) })
         })
-        .await?;
+        .await??;
         if outcome {
             tracing::debug!("envoy applied {} version {version} in {:?}", what.file(), started.elapsed());
             return Ok(());
