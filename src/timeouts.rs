@@ -55,8 +55,6 @@ pub struct Timeouts {
     pub namespace_deleted: Duration,
     /// An ephemeral audit-reader container added to a proxy pod is running (image pull included).
     pub audit_reader_running: Duration,
-    /// A local Envoy answers `LIVE` on its admin `/ready` (wasm modules compiled and loaded).
-    pub envoy_ready: Duration,
     /// A record reaches Envoy's `--log-path` file (Envoy flushes it every 10 s by default, design 1.2).
     pub envoy_log_flushed: Duration,
 }
@@ -91,7 +89,6 @@ impl Default for Timeouts {
             cluster_delete: s(120),
             namespace_deleted: s(120),
             audit_reader_running: s(120),
-            envoy_ready: s(30),
             envoy_log_flushed: s(15),
         }
     }
