@@ -23,6 +23,8 @@ pub struct Timeouts {
     pub audit_records: Duration,
     /// The audit log has been flushed after the last request (so absent records are really absent).
     pub audit_flushed: Duration,
+    /// After a scenario saw an infrastructure error, how long the stack's health check may take to name its cause.
+    pub health_settle: Duration,
     /// The whole of one scenario, traffic and assertions included.
     pub scenario: Duration,
     /// `kind create cluster`.
@@ -73,6 +75,7 @@ impl Default for Timeouts {
             request: s(10),
             audit_records: s(25),
             audit_flushed: s(25),
+            health_settle: s(2),
             scenario: s(120),
             cluster_create: s(300),
             crd_established: s(60),

@@ -130,7 +130,7 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
     let env = match installed {
         Ok(Ok(env)) => env,
         Ok(Err(e)) => {
-            let why = with_cause(stack, format!("install: {e:#}")).await;
+            let why = with_cause(stack, &opts.timeouts, format!("install: {e:#}")).await;
             return finish(progress, name, Verdict::Broken(why), started, Timings::default(), None);
         }
         Err(_) => return finish(progress, name, Verdict::Broken(format!("install did not finish within {deadline:?}")), started, Timings::default(), None),
@@ -154,8 +154,8 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
             let broken = crate::error::BrokenResource::find(&e).map(ToString::to_string).unwrap_or_default();
             (Verdict::Failed(vec![broken]), Timings::default())
         }
-        Ok(Err(e)) => (Verdict::Broken(with_cause(stack, format!("{e:#}")).await), Timings::default()),
-        Err(_) => (Verdict::Broken(with_cause(stack, format!("scenario did not finish within its deadline of {deadline:?}")).await), Timings::default()),
+        Ok(Err(e)) => (Verdict::Broken(with_cause(stack, &opts.timeouts, format!("{e:#}")).await), Timings::default()),
+        Err(_) => (Verdict::Broken(with_cause(stack, &opts.timeouts, format!("scenario did not finish within its deadline of {deadline:?}")).await), Timings::default()),
     };
     timings.install = install;
     let mut diagnostics = None;
@@ -199,13 +199,23 @@ async fn infrastructure_failure(stack: &dyn Stack, within: Duration) -> anyhow::
 }
 
 /// `what` a scenario saw, led by the stack's own diagnosis (e.g. "Prometheus exited") when it has one.
-async fn with_cause(stack: &dyn Stack, what: String) -> String {
-    match stack.health().await {
-        Err(cause) => {
+///
+/// A dying process resets its connections a moment before it can be reaped, so a transport error
+/// may come first: the health check gets `health_settle` to catch up.
+async fn with_cause(stack: &dyn Stack, timeouts: &Timeouts, what: String) -> String {
+    let cause = crate::wait::until("the stack's health check to explain the failure", timeouts.health_settle, || async {
+        Ok(match stack.health().await {
+            Err(cause) => crate::wait::Check::Met(cause),
+            Ok(()) => crate::wait::Check::NotYet("healthy".into()),
+        })
+    })
+    .await;
+    match cause.map_err(|_| ()) {
+        Ok(cause) => {
             let cause = format!("{cause:#}");
             if what.contains(&cause) { what } else { format!("{cause} (the scenario saw: {what})") }
         }
-        Ok(()) => what,
+        Err(()) => what,
     }
 }
 
@@ -223,6 +233,8 @@ async fn write_diagnostics(stack: &dyn Stack, env: &crate::stack::ScenarioEnv, d
         Verdict::Broken(b) => b.clone(),
         _ => String::new(),
     };
-    tokio::fs::write(dir.join("verdict.txt"), text).await.context("write verdict.txt")?;
+    let filter = stack.filter();
+    let header = format!("stack: {}\nfilter: {} (flavour `{}`)\nEnvoy: {}\n\n", stack.name(), filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("unknown"));
+    tokio::fs::write(dir.join("verdict.txt"), header + &text).await.context("write verdict.txt")?;
     stack.diagnostics(env, dir).await
 }
