@@ -2,7 +2,6 @@
 //! or the bare `... wasm log <vm>: {json}` some public coraza-proxy-wasm builds write.
 
 use super::record::AuditRecord;
-use chrono::{DateTime, Local, TimeZone};
 
 /// The marker the WAF filter puts before the JSON (`proxywasm.LogInfo("AuditLog:" + json)`).
 pub const AUDIT_MARKER: &str = "AuditLog:";
@@ -40,26 +39,6 @@ impl AuditLine {
         let name = parts.next().filter(|s| !s.is_empty())?;
         Some((namespace.to_string(), name.to_string()))
     }
-}
-
-/// Formats an audit record as Envoy writes the filter's log line, ending without a newline.
-pub fn format_envoy_line<Tz: TimeZone>(vm: &str, record: &AuditRecord, now: &DateTime<Tz>) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    // serde_json cannot fail on these plain structs (string keys, no non-finite floats); keep a
-    // valid line even if it ever did.
-    let json = serde_json::to_string(record).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
-    format!(
-        "[{}][{}][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log {vm} : {AUDIT_MARKER}{json}",
-        now.format("%Y-%m-%d %H:%M:%S%.3f"),
-        std::process::id(),
-    )
-}
-
-/// Formats with the local clock, like Envoy's default log format.
-pub fn format_envoy_line_now(vm: &str, record: &AuditRecord) -> String {
-    format_envoy_line(vm, record, &Local::now())
 }
 
 /// Reads one log line: `None` when it carries no audit record, `Err` when a record's JSON is broken.
