@@ -97,10 +97,10 @@ pub struct RunArgs {
     pub waf_flavour: Option<String>,
 }
 
-/// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
-/// on 2 CPUs every shipped isolated scenario then runs in one wave.
+/// Scenarios mostly wait for scrapes and Envoy's log flush (ModSecurity costs ~1 ms a request), so
+/// run 8 per CPU, at most 32: on 2 CPUs every shipped isolated scenario then runs in one wave.
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).min(16)
+    std::thread::available_parallelism().map(|n| n.get() * 8).unwrap_or(16).min(32)
 }
 
 /// Parses the command line and runs it; the result maps to the exit code.
