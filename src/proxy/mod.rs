@@ -225,10 +225,20 @@ pub fn label_order(policy: &PolicyAttachment) -> Vec<(String, String)> {
     crate::waf::stats::label_order(&policy.policy, labels)
 }
 
+/// The reference proxy's body handling: bodies inspected, JSON and XML body processors.
+const PROXY_BODY_SETTINGS: &str = r#"SecRequestBodyAccess On
+SecRequestBodyLimit 13107200
+SecRequestBodyNoFilesLimit 1048576
+SecRequestBodyLimitAction ProcessPartial
+SecResponseBodyAccess Off
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/(?:[a-z0-9.+-]+\+)?json" "id:99901,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^(?:application(?:/soap\+|/)|text/)xml" "id:99902,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+"#;
+
 /// Compiles an attached policy's rules (engine On first, CRS when asked, then its directives) in one load.
 fn compile_policy(crs: bool, directives: Option<&str>) -> Result<crate::waf::engine::PolicyRules> {
     use crate::waf::engine::{compile_text, crs_files, include_line, ENGINE_PREAMBLE};
-    let mut text = format!("{ENGINE_PREAMBLE}SecRequestBodyAccess On\n");
+    let mut text = format!("{ENGINE_PREAMBLE}{PROXY_BODY_SETTINGS}");
     if crs {
         for file in crs_files()? {
             text.push_str(&include_line(&file)?);
