@@ -301,6 +301,10 @@ async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_was
         assert_eq!(line.record.transaction.response.status, 403);
         assert!(line.record.transaction.is_interrupted);
         assert!(line.record.rule_ids().contains(&949110), "{:?}", line.record.rule_ids());
+        // From the properties source.address and destination.address.
+        assert_eq!(line.record.transaction.client_ip, "127.0.0.1");
+        assert_ne!(line.record.transaction.client_port, 0);
+        assert_eq!(line.record.transaction.host_port, i64::from(ports.filtered));
     }
     eprintln!("a real AuditLog line: {}", text.lines().find(|l| l.contains("AuditLog:")).map(|l| &l[..l.len().min(300)]).unwrap_or(""));
     drop(envoy);

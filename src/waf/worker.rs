@@ -295,8 +295,9 @@ impl Worker {
             decided: None,
         };
         let mut answer = Answer { tx: Some(id), ..Answer::default() };
+        // Compiled even when Off, so a directive ModSecurity rejects is an error in every mode, as in Coraza.
+        let rules = self.rules_for(&policy)?;
         if policy.mode != EngineMode::Off {
-            let rules = self.rules_for(&policy)?;
             let (waf_tx, sink) = self.engine.transaction(rules)?;
             let mut live = Live { tx: waf_tx, sink };
             let line = RequestLine { client: tx.client.clone(), server: tx.host.clone(), method: &tx.method, uri: &tx.uri, http_version: "1.1" };
