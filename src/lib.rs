@@ -2,8 +2,9 @@
 //!
 //! Layout: `scenario` (the model), `rendered` (the resources under test and the PodMonitor
 //! translation), `profile` (what a stack installs and each scenario's WAF policy template), `stack`
-//! (where scenarios run: local, kind, existing cluster), `proxy` (the
-//! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
+//! (where scenarios run: local, kind, existing cluster, endpoints), `envoy` (a real Envoy configured
+//! as Envoy Gateway configures its proxies), `waf` (the reference WAF service the stand-in filter
+//! calls), `filter` (proxy-wasm modules built from C: the stand-in filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
 
 #![warn(missing_docs)]
