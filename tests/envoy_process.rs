@@ -135,6 +135,8 @@ async fn an_external_filter_counts_and_logs_each_request_and_routes_change_witho
     let text = prometheus_text(&envoy).await;
     assert!(text.lines().any(|l| l == "external_filter_requests{} 1"), "{}",
         text.lines().filter(|l| l.contains("external_filter")).collect::<Vec<_>>().join("\n"));
+    // Admin names a filter's counter with Envoy's internal `wasmcustom.` prefix; the exposition drops it.
+    assert_eq!(envoy.counter("wasmcustom.external_filter.requests").await.unwrap(), Some(1));
 
     // A second route, without the filter: applied in place, and the filter runs only on its own route.
     let route_b = RouteSpec { name: "httproute/shop/b/rule/0".into(), host: "b.example".into(), backend, wasm: vec![] };
