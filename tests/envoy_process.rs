@@ -299,3 +299,30 @@ async fn concurrent_route_updates_are_applied_one_after_the_other() {
     assert!(served_b == 200 || served_b == 404, "{served_b}");
     envoy.stop().await.unwrap();
 }
+
+/// Why traffic must use a fresh connection per request (the runner's concern): a listener update
+/// leaves connections opened before it on the previous configuration until they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_an_update_serves_its_next_request_with_the_old_routes_then_closes() {
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start(run.path(), vec![]).await;
+    let backend = backend().await;
+    let route = |n: &str| RouteSpec { name: format!("httproute/shop/{n}/rule/0"), host: format!("{n}.example"), backend, wasm: vec![] };
+    envoy.set_routes(&[route("a")]).await.unwrap();
+    let pooled = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = format!("http://{}/x", envoy.gateway_addr());
+    let send = |host: &'static str| {
+        let request = pooled.get(&url).header("host", host).send();
+        async move {
+            let r = request.await.unwrap();
+            let close = r.headers().get("connection").is_some_and(|v| v == "close");
+            (r.status().as_u16(), close)
+        }
+    };
+    assert_eq!(send("a.example").await, (200, false));
+    envoy.set_routes(&[route("a"), route("b")]).await.unwrap();
+    assert_eq!(send("b.example").await, (404, true), "the old connection still has the routes before the update");
+    assert_eq!(send("b.example").await, (200, false), "a new connection has the new routes");
+    assert_eq!(get(&envoy, "b.example", "fresh").await, 200);
+    envoy.stop().await.unwrap();
+}
