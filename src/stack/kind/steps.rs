@@ -99,6 +99,16 @@ pub fn policy_accepted(object: &Value) -> Check<()> {
     }
 }
 
+/// Whether a Calico WAFPolicy is Ready for its current `generation`: its status has top-level
+/// `status.conditions` (Licensed, Accepted, Programmed, Ready), not Gateway API `status.ancestors`.
+pub fn waf_policy_ready(object: &Value, generation: Option<i64>) -> Check<()> {
+    let conditions = crate::k8s::conditions::status_conditions(object);
+    match crate::k8s::conditions::check_condition(&conditions, "Ready", generation) {
+        Ok(()) => Check::Met(()),
+        Err(seen) => Check::NotYet(seen),
+    }
+}
+
 /// `text` with the secret, each of its lines, YAML values and long tokens replaced by `<redacted>`.
 pub fn scrub(text: &str, secret: &str) -> String {
     let mut parts: Vec<&str> = vec![secret.trim()];
@@ -192,6 +202,21 @@ mod tests {
         let rejected = json!({"status": {"ancestors": [{"conditions": [{"type": "Accepted", "status": "False", "reason": "Invalid", "message": "wasm fetch failed"}]}]}});
         assert!(matches!(policy_accepted(&rejected), Check::NotYet(s) if s.contains("wasm fetch failed")));
         assert!(matches!(policy_accepted(&json!({})), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn a_waf_policy_is_ready_from_its_status_conditions_not_ancestors() {
+        let ready = json!({"status": {"conditions": [
+            {"type": "Accepted", "status": "True", "observedGeneration": 2},
+            {"type": "Ready", "status": "True", "observedGeneration": 2}]}});
+        assert!(matches!(waf_policy_ready(&ready, Some(2)), Check::Met(())));
+        assert!(matches!(waf_policy_ready(&ready, Some(3)), Check::NotYet(_)), "an older generation is not ready");
+        let not_ready = json!({"status": {"conditions": [
+            {"type": "Programmed", "status": "False", "reason": "WASMUnavailable"},
+            {"type": "Ready", "status": "False", "reason": "NotReady", "message": "plugin not found"}]}});
+        assert!(matches!(waf_policy_ready(&not_ready, None), Check::NotYet(s) if s.contains("plugin not found")));
+        let ancestors_only = json!({"status": {"ancestors": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}});
+        assert!(matches!(waf_policy_ready(&ancestors_only, None), Check::NotYet(_)));
     }
 
     #[test]
