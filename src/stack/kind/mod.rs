@@ -12,6 +12,7 @@ pub mod plan;
 pub mod scrape;
 pub mod secrets;
 pub mod stack;
+pub mod validate;
 pub mod steps;
 
 pub use stack::KindStack;

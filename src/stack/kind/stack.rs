@@ -12,7 +12,7 @@ use super::plan::{build_plan, ClusterTarget, Plan, PlanStep, PodRef, FIELD_MANAG
 use crate::profile::{lock_path, WaitSpec};
 use super::scrape::{target_up_or_blame, ScrapeProbe};
 use super::secrets;
-use super::steps::{envoyproxy_adjustment, gateway_manifest, policy_accepted, scrub, split_ref, waf_policy_ready};
+use super::steps::{envoyproxy_adjustment, gateway_manifest, namespaces_manifest, policy_accepted, scrub, split_ref, waf_policy_ready};
 use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
@@ -191,7 +191,10 @@ async fn execute(
             // Release manifests carry their CRDs: apply those first and wait until they are served.
             k8s::apply_manifests_crds_first(client, &read(&f.path)?, &source, FIELD_MANAGER, t.crd_established).await?;
         }
-        PlanStep::ApplyFile { path } => {
+        PlanStep::EnsureNamespaces { namespaces } => {
+            applied.extend(k8s::apply_manifests(client, &namespaces_manifest(namespaces), "namespaces of the rendered objects", FIELD_MANAGER).await?);
+        }
+        PlanStep::ApplyFile { path, .. } => {
             let full = plan.root.join(path);
             applied.extend(k8s::apply_manifests(client, &read(&full)?, &path.display().to_string(), FIELD_MANAGER).await?);
         }

@@ -31,6 +31,14 @@ pub fn envoyproxy_adjustment(target: &AppliedObject) -> String {
     serde_saphyr::to_string(&v).unwrap_or_default()
 }
 
+/// Namespace objects for `names`, as multi-document YAML.
+pub fn namespaces_manifest(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("---\n{}", serde_saphyr::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}})).unwrap_or_default()))
+        .collect()
+}
+
 /// Where a rendered EnvoyProxy makes envoy log: `Some((log path, volume holding it))` for a
 /// `--log-path` in `spec.extraArgs` (volume `None` when no `envoyDeployment.container.volumeMounts`
 /// entry holds it), `None` when envoy logs to stderr.
@@ -169,6 +177,13 @@ mod tests {
         assert_eq!(envoyproxy_log(&no_volume), Some(("/tmp/envoy.log".into(), None)));
         let stderr = json!({"spec": {"logging": {"level": {"default": "warn"}}}});
         assert_eq!(envoyproxy_log(&stderr), None);
+    }
+
+    #[test]
+    fn the_namespaces_manifest_holds_one_namespace_per_name() {
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&namespaces_manifest(&["a".into(), "tigera-prometheus".into()])).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1], json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tigera-prometheus"}}));
     }
 
     #[test]
