@@ -24,15 +24,36 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios on a stack and assert their series and audit records.
     Run(RunArgs),
-    /// Validate scenario files (default: scenarios/) and report every problem with file, line and column.
+    /// Validate scenario files (default: scenarios/) and report every problem with file, line and column;
+    /// with `--profile`, also check every object a kind run would apply against the releases' schemas.
     Validate {
         /// Scenario files or directories.
         paths: Vec<PathBuf>,
+        /// Check every object a kind run of this profile would apply (the profile's manifests, the
+        /// rendered resources, the scenarios' objects) against CRD schemas, offline.
+        #[arg(long)]
+        profile: Option<String>,
+        /// The rendered resources to check (with `--profile`).
+        #[arg(long, default_value = "fixtures/rendered", requires = "profile")]
+        rendered: PathBuf,
+        /// CRD files or directories (any multi-document YAML, searched recursively; repeatable). Without
+        /// it, the CRDs inside the profile's cached release manifests.
+        #[arg(long = "schemas", requires = "profile")]
+        schemas: Vec<PathBuf>,
     },
     /// Print the complete Prometheus config a PodMonitor becomes, pointed at one target.
     ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
-    /// Print every action a kind (or existing-cluster) run with these options would take, without doing any.
-    Plan(RunArgs),
+    /// Print every action a kind (or existing-cluster) run with these options would take, without doing
+    /// any, and the offline schema check of every object it would apply.
+    Plan {
+        /// The run's options.
+        #[command(flatten)]
+        run: RunArgs,
+        /// CRD files or directories for the schema check (repeatable); default: the CRDs inside the
+        /// profile's cached release manifests.
+        #[arg(long = "schemas")]
+        schemas: Vec<PathBuf>,
+    },
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -106,14 +127,15 @@ fn default_jobs() -> usize {
 /// Parses the command line and runs it; the result maps to the exit code.
 pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
     match cli.command {
-        Command::Validate { paths } => validate(paths),
+        Command::Validate { paths, profile: None, .. } => validate(paths),
+        Command::Validate { paths, profile: Some(profile), rendered, schemas } => validate_profile(paths, profile, rendered, &schemas),
         Command::Run(args) => run(args).await,
-        Command::Plan(args) => {
+        Command::Plan { run: args, schemas } => {
             let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
             let opts = stack_options(&args, Timeouts::default(), "plan".into());
             let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
-            Ok(())
+            schema_verdict(crate::stack::kind::validate::check_plan(&plan, &schemas).map_err(HarnessError::classify)?)
         }
         Command::Doctor { stack } => {
             let report = crate::stack::kind::doctor::run_doctor(stack).await;
@@ -133,6 +155,25 @@ fn validate(paths: Vec<PathBuf>) -> Result<(), HarnessError> {
     let scenarios = scenario::load_paths(&paths)?;
     println!("{} scenario file(s) valid", scenarios.len());
     Ok(())
+}
+
+/// The offline schema check of every object a kind run of `profile` would apply, over every scenario.
+fn validate_profile(paths: Vec<PathBuf>, profile: String, rendered: PathBuf, schemas: &[PathBuf]) -> Result<(), HarnessError> {
+    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths };
+    let scenarios: Vec<Scenario> = scenario::load_paths(&paths)?.into_iter().map(|(_, s)| s).collect();
+    let opts = crate::stack::kind::ClusterOpts { profile, rendered, run_id: Some("validate".into()), ..Default::default() };
+    let plan = crate::stack::kind::plan::build_plan(&opts, &scenarios).map_err(HarnessError::classify)?;
+    println!("{} scenario file(s) valid", scenarios.len());
+    schema_verdict(crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?)
+}
+
+/// Prints a schema check's report; any problem is invalid input (exit 2).
+fn schema_verdict(report: crate::schema::Report) -> Result<(), HarnessError> {
+    print!("{report}");
+    match report.problems_as_invalid_input() {
+        Some(invalid) => Err(invalid.into()),
+        None => Ok(()),
+    }
 }
 
 /// Loads the scenarios and keeps those matching any of `globs` (all when none is given).

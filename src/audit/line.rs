@@ -48,8 +48,9 @@ impl AuditLine {
 /// - `... AuditLog:{json}`: the marker the feature's filter (and newer public filters, overriding
 ///   Coraza's `serial` writer) put before the JSON; accepted anywhere in the line, after Envoy's
 ///   file format, container-log prefixes (CRI timestamps, no file part) or nothing.
-/// - `... wasm log <vm>: {json}`: a wasm log message that is the bare Coraza JSON (older public
-///   filters' `wasmserial` writer, which the `oss` kind profile configures). To keep other wasm
+/// - `... wasm log <vm>: {json}`: a wasm log message that is the bare Coraza JSON (a form older
+///   builds wrote; the `oss` kind profile no longer configures any writer: its
+///   `@recommended-conf` selects `serial`, which writes `AuditLog:`). To keep other wasm
 ///   messages out, the JSON must be an object whose `transaction` is an object; a message that
 ///   starts like Coraza's record (`{"transaction":{`, Coraza's first key) but does not parse is
 ///   reported as `Err`, so a truncated record is not silently lost.
