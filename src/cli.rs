@@ -151,6 +151,10 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
     let kind = opts.kind;
     let progress = Progress::default();
+    // Directories of earlier runs that were killed (SIGKILL leaves no chance to clean up).
+    for removed in crate::rundir::sweep_runs() {
+        progress.note(&format!("removed {} (its run was killed)", removed.display()));
+    }
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));

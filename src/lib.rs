@@ -21,6 +21,7 @@ pub mod process;
 pub mod prometheus;
 pub mod rendered;
 pub mod report;
+pub mod rundir;
 pub mod runner;
 pub mod scenario;
 pub mod stack;

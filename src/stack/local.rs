@@ -60,14 +60,14 @@ pub struct LocalStack {
     admin_addr: std::net::SocketAddr,
     audit_log: PathBuf,
     prometheus_config: String,
-    _dir: tempfile::TempDir,
+    _dir: crate::rundir::RunDir,
 }
 
 impl LocalStack {
     /// Starts the proxy, translates the PodMonitor for it, and starts Prometheus scraping it.
     pub async fn start(opts: &LocalOptions) -> Result<LocalStack> {
         let rendered = RenderedSet::load(&opts.rendered).with_context(|| format!("load rendered resources from {}", opts.rendered.display()))?;
-        let dir = tempfile::Builder::new().prefix("waf-e2e-local-").tempdir().context("create the local stack's temporary directory")?;
+        let dir = crate::rundir::RunDir::create_unique("local").context("create the local stack's run directory")?;
         let audit_log = dir.path().join("access_logs").join("envoy.log");
         std::fs::create_dir_all(audit_log.parent().unwrap_or(dir.path())).context("create access_logs directory")?;
         let proxy = ReferenceProxy::start(ProxyConfig {
