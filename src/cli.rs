@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `scrape-config`, `plan`, `doctor`, with exit codes from [`HarnessError`].
+//! The command line: `run`, `validate`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
 use crate::report::{self, Progress};
@@ -33,6 +33,8 @@ pub enum Command {
     ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
     /// Print every action a kind (or existing-cluster) run with these options would take, without doing any.
     Plan(RunArgs),
+    /// Print the JSON Schema of scenario files (generated from the scenario model), for editors and CI.
+    Schema,
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -110,6 +112,10 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             let report = crate::stack::kind::doctor::run_doctor(stack).await;
             print!("{report}");
             if report.ok() { Ok(()) } else { Err(HarnessError::Infrastructure(anyhow::anyhow!("prerequisites of the {stack} stack are missing (see above)"))) }
+        }
+        Command::Schema => {
+            print!("{}", scenario::schema::json_schema_text());
+            Ok(())
         }
         Command::ScrapeConfig(args) => {
             let config = crate::rendered::cli::scrape_config_command(args).map_err(HarnessError::classify)?;
