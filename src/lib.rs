@@ -4,6 +4,8 @@
 //! translation), `stack` (where scenarios run: local, kind, existing cluster), `proxy` (the
 //! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
+//!
+//! References such as "design 1.2" in comments are to the sections of `docs/design.md`.
 
 #![warn(missing_docs)]
 
