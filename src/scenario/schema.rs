@@ -12,9 +12,11 @@ pub const SCHEMA_FILE: &str = "scenarios/scenario.schema.json";
 /// The modeline that points yaml-language-server at the schema, from a file in `scenarios/`.
 pub const MODELINE: &str = "# yaml-language-server: $schema=./scenario.schema.json";
 
-/// The scenario file schema (JSON Schema 2020-12), as a JSON value.
+/// The scenario file schema, as a JSON value. Draft 7: the draft every JSON Schema tool and
+/// editor plugin (yaml-language-server included) understands.
 pub fn json_schema() -> serde_json::Value {
-    let mut schema = schemars::schema_for!(Scenario).to_value();
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let mut schema = generator.into_root_schema_for::<Scenario>().to_value();
     if let Some(root) = schema.as_object_mut() {
         root.insert("title".into(), "waf-e2e scenario".into());
     }
