@@ -31,12 +31,15 @@ async fn after_sigkill_no_child_survives_and_the_next_run_removes_the_killed_run
     let marker = killed.marker();
 
     // Prometheus' command line names its run directory, which lies under the run's TMPDIR.
-    let children = wait::until("the harness's Prometheus child to run", BOUND, || {
-        let pids = common::pgrep(&marker);
-        async move { Ok(if pids.is_empty() { Check::NotYet("no process names the run's TMPDIR".into()) } else { Check::Met(pids) }) }
+    let prometheus = format!("{marker}/{}/prometheus-", waf_e2e::rundir::RUNS_DIR);
+    wait::until("the harness's Prometheus child to run", BOUND, || {
+        let running = !common::pgrep(&prometheus).is_empty();
+        async move { Ok(if running { Check::Met(()) } else { Check::NotYet("no process names Prometheus' run directory".into()) }) }
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", killed.stderr()));
+    // Every child of the run (Prometheus, and Envoy where it runs) names the run's TMPDIR.
+    let children = common::pgrep(&marker);
     let left_by_killed = common::leftovers(killed.tmp.path());
     assert!(left_by_killed.iter().any(|d| d.contains("prometheus-")), "Prometheus' run directory exists: {left_by_killed:?}");
 
