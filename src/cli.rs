@@ -159,7 +159,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let progress = Progress::default();
     // Directories of earlier runs that were killed (SIGKILL leaves no chance to clean up).
     for removed in crate::rundir::sweep_runs() {
-        progress.note(&format!("removed {} (its run was killed)", removed.display()));
+        progress.note(&format!("removed {} (left by a run that is gone: killed or crashed)", removed.display()));
     }
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();

@@ -60,7 +60,7 @@ async fn after_sigkill_no_child_survives_and_the_next_run_removes_the_killed_run
     let status = next.wait_exit(BOUND).await;
     assert_eq!(status.code(), Some(0), "{}\n{}", next.stdout(), next.stderr());
     for dir in &left_by_killed {
-        assert!(next.stderr().contains(&format!("{dir} (its run was killed)")), "the next run reports removing {dir}:\n{}", next.stderr());
+        assert!(next.stderr().contains(&format!("{dir} (left by a run that is gone")), "the next run reports removing {dir}:\n{}", next.stderr());
     }
     let left = common::leftovers(next.tmp.path());
     assert!(left.is_empty(), "left after the next run: {left:?}");
