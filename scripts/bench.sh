@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 interval_ms="${1:-500}"
-cargo build --release --quiet
+cargo build --locked --release
 bin="${CARGO_TARGET_DIR:-target}/release/waf-e2e"
 work="$(mktemp -d -t waf-e2e-bench-XXXXXX)"
 trap 'rm -rf "$work"' EXIT

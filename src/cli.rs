@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `scrape-config`, `plan`, `doctor`, with exit codes from [`HarnessError`].
+//! The command line: `run`, `validate`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
 use crate::report::{self, Progress};
@@ -54,6 +54,8 @@ pub enum Command {
         #[arg(long = "schemas")]
         schemas: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files (generated from the scenario model), for editors and CI.
+    Schema,
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -142,6 +144,10 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             print!("{report}");
             if report.ok() { Ok(()) } else { Err(HarnessError::Infrastructure(anyhow::anyhow!("prerequisites of the {stack} stack are missing (see above)"))) }
         }
+        Command::Schema => {
+            print!("{}", scenario::schema::json_schema_text());
+            Ok(())
+        }
         Command::ScrapeConfig(args) => {
             let config = crate::rendered::cli::scrape_config_command(args).map_err(HarnessError::classify)?;
             print!("{config}");
@@ -205,6 +211,10 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
     let kind = opts.kind;
     let progress = Progress::default();
+    // Directories of earlier runs that were killed (SIGKILL leaves no chance to clean up).
+    for removed in crate::rundir::sweep_runs() {
+        progress.note(&format!("removed {} (left by a run that is gone: killed or crashed)", removed.display()));
+    }
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));

@@ -6,6 +6,8 @@
 //! as Envoy Gateway configures its proxies), `waf` (the reference WAF service the stand-in filter
 //! calls), `filter` (proxy-wasm modules built from C: the stand-in filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
+//!
+//! References such as "design 1.2" in comments are to the sections of `docs/design.md`.
 
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ pub mod profile;
 pub mod prometheus;
 pub mod rendered;
 pub mod report;
+pub mod rundir;
 pub mod runner;
 pub mod scenario;
 pub mod schema;

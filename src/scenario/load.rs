@@ -1,8 +1,9 @@
-//! Loading and validating scenario files: every problem is reported with file, line, column and field.
+//! Loading and validating scenario files: every problem of a file is reported at once, each with
+//! file, line, column and field.
 
 use super::model::{CountExpectation, Scenario};
 use crate::error::{InputProblem, InvalidInput};
-use crate::input::{located, saphyr_problem, whole_file, yaml_files};
+use crate::input::{located, saphyr_problem, tree, whole_file, yaml_files};
 use serde_saphyr::{Location, Spanned};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -97,7 +98,18 @@ fn check_rules(_path: &Path, _s: &Scenario) -> Vec<InputProblem> {
 }
 
 /// Parses and validates scenario text; `path` names it in messages.
+///
+/// Three passes, each reporting every problem it finds: YAML syntax (one problem: the parser
+/// cannot go on), the file's shape against the scenario schema (every unknown, missing or
+/// mistyped field), then the checks between fields (names, references, contradictions), which
+/// need a well-formed scenario to run.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, InvalidInput> {
+    let tree = tree::parse(path, text).map_err(|p| InvalidInput(vec![p]))?;
+    let shape = tree::schema_problems(path, &tree, super::schema::validator());
+    if !shape.is_empty() {
+        return Err(InvalidInput(shape));
+    }
+    // The schema and serde agree by construction; should they not, serde's problem is still located.
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| InvalidInput(vec![saphyr_problem(path, 0, text, &e)]))?;
     let problems = validate(path, &scenario);
     if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }

@@ -2,6 +2,7 @@
 
 pub mod load;
 pub mod model;
+pub mod schema;
 
 pub use load::{load_file, load_paths, parse};
 pub use model::*;
