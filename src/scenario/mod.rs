@@ -2,6 +2,8 @@
 
 pub mod load;
 pub mod model;
+pub mod select;
 
 pub use load::{load_file, load_paths, parse};
 pub use model::*;
+pub use select::Selection;
