@@ -49,6 +49,8 @@ pub struct Timeouts {
     pub namespace_deleted: Duration,
     /// An ephemeral audit-reader container added to a proxy pod is running (image pull included).
     pub audit_reader_running: Duration,
+    /// One run of the endpoints stack's `--audit-command`.
+    pub audit_command: Duration,
 }
 
 impl Default for Timeouts {
@@ -77,6 +79,7 @@ impl Default for Timeouts {
             cluster_delete: s(120),
             namespace_deleted: s(120),
             audit_reader_running: s(120),
+            audit_command: s(30),
         }
     }
 }

@@ -16,15 +16,17 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
             Verdict::Failed(_) => "FAIL",
             Verdict::Skipped(_) => "skip",
             Verdict::Broken(_) => "ERROR",
+            Verdict::NotRun(_) => "not run",
         };
         let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
         let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}",
             o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm));
     }
     let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
-    let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors",
+    let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors, {} not run",
         count(|v| matches!(v, Verdict::Passed)), count(|v| matches!(v, Verdict::Failed(_))),
-        count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))));
+        count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))),
+        count(|v| matches!(v, Verdict::NotRun(_))));
     for o in outcomes {
         match &o.verdict {
             Verdict::Failed(failures) => {
@@ -38,6 +40,9 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
             }
             Verdict::Skipped(why) => {
                 let _ = writeln!(out, "\n--- {} skipped: {why}", o.name);
+            }
+            Verdict::NotRun(why) => {
+                let _ = writeln!(out, "\n--- {} not run: {why}", o.name);
             }
             Verdict::Passed => {}
         }

@@ -1,5 +1,7 @@
 //! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
 
+pub mod describe;
+pub mod endpoints;
 pub mod kind;
 #[cfg(feature = "reference-proxy")]
 pub mod local;
@@ -71,10 +73,25 @@ pub trait Stack: Send + Sync {
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()>;
     /// Stops everything the stack started.
     async fn shutdown(&self) -> Result<()>;
+    /// What the reports say about the system under test; `None` where the stack does not know.
+    fn facts(&self) -> StackFacts {
+        StackFacts::default()
+    }
     /// `Err` naming the part that died (e.g. "Prometheus exited"); the runner polls it to fail fast.
     async fn health(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// What a stack knows about the system under test, for the reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackFacts {
+    /// The stack profile (`oss`, `tigera`).
+    pub profile: Option<String>,
+    /// The Envoy version that serves the traffic (`1.37.0`).
+    pub envoy_version: Option<String>,
+    /// The WAF filter (the real one and its version, or the stand-in).
+    pub filter: Option<String>,
 }
 
 /// Which stack `run` uses.
@@ -86,6 +103,8 @@ pub enum StackKind {
     Cluster,
     /// Real Prometheus and the reference proxy (a stand-in for Envoy + WAF) on loopback.
     Local,
+    /// A deployment the harness did not start, reached through `--gateway-url`, `--prometheus-url`, ...
+    Endpoints,
 }
 
 impl std::fmt::Display for StackKind {
@@ -94,6 +113,7 @@ impl std::fmt::Display for StackKind {
             StackKind::Kind => "kind",
             StackKind::Cluster => "cluster",
             StackKind::Local => "local",
+            StackKind::Endpoints => "endpoints",
         })
     }
 }
@@ -123,6 +143,8 @@ pub struct StackOptions {
     pub context: Option<String>,
     /// Skip installing the stack on the cluster.
     pub no_install: bool,
+    /// Where the deployment of the endpoints stack is.
+    pub endpoints: endpoints::EndpointsArgs,
 }
 
 impl StackOptions {
@@ -151,5 +173,6 @@ pub async fn start(opts: &StackOptions, scenarios: &[Scenario]) -> Result<Box<dy
         #[cfg(not(feature = "reference-proxy"))]
         StackKind::Local => Err(crate::error::HarnessError::Usage("the local stack needs the `reference-proxy` feature (build without --no-default-features)".into()).into()),
         StackKind::Kind | StackKind::Cluster => Ok(Box::new(kind::KindStack::up(&opts.cluster_opts(), scenarios).await?)),
+        StackKind::Endpoints => Ok(Box::new(endpoints::EndpointsStack::connect(&opts.endpoints, &opts.timeouts).await?)),
     }
 }
