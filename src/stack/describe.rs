@@ -18,7 +18,7 @@ const LOCAL_SETUP: &[&str] = &[
     "start the reference WAF service (ModSecurity v3 + OWASP CRS, the scenarios' directives) on 127.0.0.1:<ephemeral>",
     "build the stand-in filter (proxy-wasm from the project's C source with clang/lld for wasm32; cached by source hash)",
     "start Envoy {envoy} configured from the rendered EnvoyProxy {envoyproxy} (log level, extraArgs, stats matcher; /access_logs -> the run's directory), admin and the stats listener on loopback",
-    "start Prometheus with the PodMonitor {podmonitor}'s translation, scraping Envoy's stats listener every {interval}",
+    "start Prometheus with the translation of PodMonitor {podmonitor}, scraping Envoy's stats listener every {interval}",
     "wait up to {target_up}: scrape pool {pool} has a target up",
 ];
 
