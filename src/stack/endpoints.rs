@@ -167,10 +167,13 @@ impl EndpointsStack {
             http,
         };
         let prom = PromClient::new(&prometheus_url)?;
-        let targets = prom.targets(&scrape_pool).await.with_context(|| format!("ask Prometheus at {prometheus_url} for its targets"))?;
-        if targets.is_empty() {
-            bail!("Prometheus at {prometheus_url} has no active target in scrape job {scrape_pool:?} (check --scrape-job against its /api/v1/targets)");
-        }
+        // A Prometheus that has just (re)started lists its targets a moment after it answers.
+        let condition = format!("Prometheus at {prometheus_url} to list an active target in scrape job {scrape_pool:?} (check --scrape-job against its /api/v1/targets)");
+        crate::wait::until(&condition, timeouts.target_up, || async {
+            let targets = prom.targets(&scrape_pool).await.context("GET /api/v1/targets")?;
+            Ok(if targets.is_empty() { crate::wait::Check::NotYet("no active target in that job".into()) } else { crate::wait::Check::Met(()) })
+        })
+        .await?;
         let gateway = reqwest::Url::parse(&gateway_url).context("parse --gateway-url")?;
         let port = gateway.port_or_known_default().unwrap_or(80);
         let host = gateway.host_str().unwrap_or_default().trim_matches(|c| c == '[' || c == ']').to_string();
