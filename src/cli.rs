@@ -154,6 +154,14 @@ impl RunArgs {
         self.reports().map(|_| ())
     }
 
+    /// Usage problems of the flags with the scenarios they selected.
+    pub fn check_selection(&self, scenarios: &[Scenario]) -> Result<(), HarnessError> {
+        if self.stack_kind() == StackKind::Endpoints {
+            self.endpoints.check_scenario_count(scenarios.len()).map_err(HarnessError::Usage)?;
+        }
+        Ok(())
+    }
+
     /// The stack these flags select: `--kubeconfig` turns the default `kind` into `cluster`.
     pub fn stack_kind(&self) -> StackKind {
         if self.kubeconfig.is_some() && self.stack == StackKind::Kind { StackKind::Cluster } else { self.stack }
@@ -203,6 +211,7 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             let timeouts = Timeouts::default();
             args.check(&timeouts)?;
             let scenarios = select_scenarios(&args.select)?;
+            args.check_selection(&scenarios)?;
             let opts = stack_options(&args, timeouts, "plan".into());
             let plan = crate::stack::describe::plan_text(&opts, &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
@@ -269,6 +278,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     args.check(&timeouts)?;
     let reports = args.reports()?;
     let scenarios = select_scenarios(&args.select)?;
+    args.check_selection(&scenarios)?;
     let run_id = format!("{:08x}", rand_u32());
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
     let kind = opts.kind;

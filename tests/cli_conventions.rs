@@ -58,6 +58,18 @@ fn the_endpoints_stack_without_its_flags_names_every_missing_one() {
 }
 
 #[test]
+fn one_fixed_route_host_for_several_endpoints_scenarios_is_a_usage_error() {
+    let endpoints = ["--stack", "endpoints", "--gateway-url", "http://127.0.0.1:8080", "--prometheus-url", "http://127.0.0.1:9090", "--scrape-job", "envoy",
+        "--audit-file", "envoy.log", "--gateway", "edge", "--policy-namespace", "shop", "--route-host", "shop.example"];
+    let mut args = vec!["plan", "--tag", "sqli"];
+    args.extend(endpoints);
+    usage_error(&args, "gives all 6 selected scenarios the same route");
+    let mut args = vec!["plan", "--scenario", "xss-blocked"];
+    args.extend(endpoints);
+    assert_eq!(waf_e2e(&args).status.code(), Some(0));
+}
+
+#[test]
 fn an_unknown_report_format_is_a_usage_error() {
     usage_error(&["run", "--stack", "local", "--report", "xml", "r.xml"], "the formats are `json` and `junit`");
     usage_error(&["run", "--stack", "local", "--junit", "r.xml", "--report", "json", "r.xml"], "two reports would be written to r.xml");

@@ -111,6 +111,15 @@ impl EndpointsArgs {
         set.into_iter().filter(|(_, on)| *on).map(|(flag, _)| flag).collect()
     }
 
+    /// A route host without `{scenario}` is one route for every scenario, which can serve one policy only.
+    pub fn check_scenario_count(&self, count: usize) -> Result<(), String> {
+        match &self.route_host {
+            Some(host) if !host.contains("{scenario}") && count > 1 => Err(format!(
+                "--route-host {host:?} gives all {count} selected scenarios the same route (and so the same policy): add `{{scenario}}` or select one scenario")),
+            _ => Ok(()),
+        }
+    }
+
     /// The route host of `scenario`.
     pub fn host_of(&self, scenario: &str) -> String {
         self.route_host.as_deref().unwrap_or(DEFAULT_ROUTE_HOST).replace("{scenario}", scenario)
@@ -354,6 +363,14 @@ mod tests {
     fn the_route_host_template_names_the_scenario() {
         assert_eq!(complete().host_of("sqli-blocked"), "sqli-blocked.waf-e2e.test");
         assert_eq!(EndpointsArgs { route_host: Some("{scenario}.shop.example".into()), ..complete() }.host_of("x"), "x.shop.example");
+    }
+
+    #[test]
+    fn a_fixed_route_host_serves_one_scenario_only() {
+        let fixed = EndpointsArgs { route_host: Some("shop.example".into()), ..complete() };
+        fixed.check_scenario_count(1).unwrap();
+        assert!(fixed.check_scenario_count(2).unwrap_err().contains("same route"));
+        complete().check_scenario_count(9).unwrap();
     }
 
     #[test]
