@@ -189,3 +189,16 @@ fn doctor_stays_offline_unless_online_is_given() {
     let out = proxy.doctor(&["doctor", "--stack", "kind", "--online"]);
     assert!(proxy.connections.load(std::sync::atomic::Ordering::SeqCst) > 0, "--online asked nothing:\n{}", stdout(&out));
 }
+
+#[test]
+fn a_malformed_or_repeated_tag_is_invalid_input_located_by_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tags.yaml");
+    std::fs::write(&file, "name: ok\ntags: [SQLi, xss, xss]\npolicy:\n  name: p\n  mode: On\n  rules:\n    crs: true\ntraffic:\n  - name: a\n    path: /\n    expect_status: 200\nexpect:\n  no_decisions: true\n").unwrap();
+    let out = waf_e2e(&["validate", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let file = file.display();
+    assert!(err.contains(&format!("{file}:2:8: field `tags[0]`: `SQLi` is not a tag")), "{err}");
+    assert!(err.contains(&format!("{file}:2:19: field `tags[2]`: `xss` is listed twice")), "{err}");
+}
