@@ -147,6 +147,9 @@ impl RunArgs {
         if !given.is_empty() && !matches!(kind, StackKind::Kind | StackKind::Cluster) {
             return usage(format!("{} only apply to a cluster (`--stack cluster` or `kind`), not the {kind} stack", given.join(", ")));
         }
+        if self.keep && kind == StackKind::Endpoints {
+            return usage("--keep: the endpoints stack starts and removes nothing, so there is nothing to keep".into());
+        }
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }

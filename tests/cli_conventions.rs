@@ -50,6 +50,7 @@ fn flags_of_another_stack_are_usage_errors() {
     usage_error(&["run", "--stack", "local", "--reuse", "waf-e2e-1"], "--reuse");
     usage_error(&["run", "--stack", "local", "--gateway-url", "http://127.0.0.1:1"], "only apply to `--stack endpoints`");
     usage_error(&["run", "--stack", "endpoints", "--audit-file", "a", "--audit-command", "cat a"], "cannot be used with");
+    usage_error(&["run", "--stack", "endpoints", "--keep"], "nothing to keep");
 }
 
 #[test]
