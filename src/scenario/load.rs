@@ -132,6 +132,14 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
                 crate::contract::METRIC_LABEL_KEYS));
         }
     }
+    let mut tags = HashSet::new();
+    for (i, t) in s.tags.iter().enumerate() {
+        if !is_dns_label(&t.value) {
+            bad(&t.referenced, &format!("tags[{i}]"), format!("`{}` is not a tag: lowercase letters, digits and `-`, at most 40 characters", t.value));
+        } else if !tags.insert(t.value.as_str()) {
+            bad(&t.referenced, &format!("tags[{i}]"), format!("`{}` is listed twice", t.value));
+        }
+    }
     let directives_empty = s.policy.rules.directives.as_ref().is_none_or(|d| d.value.trim().is_empty());
     if !s.policy.rules.crs && directives_empty {
         bad(&s.policy.name.referenced, "policy.rules", "loads no rules: set `crs: true` or give `directives`".into());

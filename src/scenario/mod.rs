@@ -3,6 +3,8 @@
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod select;
 
 pub use load::{load_file, load_paths, parse};
 pub use model::*;
+pub use select::Selection;

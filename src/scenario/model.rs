@@ -21,6 +21,10 @@ pub struct Scenario {
     /// Capabilities the stack's profile must have, beyond those the expectations imply.
     #[serde(default)]
     pub requires: Vec<Capability>,
+    /// Labels to select scenarios by (`run --tag`, `list --exclude-tag`), e.g. `sqli`, `blocking`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub tags: Vec<Spanned<String>>,
     /// The WAF policy attached to this scenario's route.
     pub policy: Policy,
     /// Requests sent in order, each `repeat` times.
@@ -278,6 +282,11 @@ impl Scenario {
     /// The scenario's name.
     pub fn name(&self) -> &str {
         &self.name.value
+    }
+
+    /// True when one of the scenario's tags is `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.value == tag)
     }
 
     /// Capabilities needed: those declared plus those the expectations imply.

@@ -61,7 +61,7 @@ pub async fn run_local(rendered: &Path, faults: Faults, scenarios: &[Scenario]) 
 pub async fn run_local_with(opts: LocalOptions, scenarios: &[Scenario]) -> Vec<Outcome> {
     let timeouts = opts.timeouts.clone();
     let stack = LocalStack::start(&opts).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
-    let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None };
+    let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None, fail_fast: false };
     let outcomes = runner::run_all(&stack, scenarios, &run, &Progress { quiet: true }).await;
     stack.shutdown().await.expect("stop the local stack");
     outcomes
