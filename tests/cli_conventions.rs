@@ -64,7 +64,7 @@ fn one_fixed_route_host_for_several_endpoints_scenarios_is_a_usage_error() {
         "--audit-file", "envoy.log", "--gateway", "edge", "--policy-namespace", "shop", "--route-host", "shop.example"];
     let mut args = vec!["plan", "--tag", "sqli"];
     args.extend(endpoints);
-    usage_error(&args, "gives all 6 selected scenarios the same route");
+    usage_error(&args, "gives all 7 selected scenarios the same route");
     let mut args = vec!["plan", "--scenario", "xss-blocked"];
     args.extend(endpoints);
     assert_eq!(waf_e2e(&args).status.code(), Some(0));
@@ -99,7 +99,7 @@ fn list_selects_by_tag_and_excludes_by_tag() {
     assert_eq!(names(&["list", "--tag", "xss"]), ["xss-blocked"]);
     assert_eq!(names(&["list", "--tag", "xss", "--tag", "detection-only"]), ["sqli-detection-only", "xss-blocked"]);
     let sqli_blocking = names(&["list", "--tag", "sqli", "--exclude-tag", "detection-only", "--exclude-tag", "isolation"]);
-    assert_eq!(sqli_blocking, ["dashed-name", "sqli-blocked", "sqli-post-body-blocked"]);
+    assert_eq!(sqli_blocking, ["dashed-name", "get-vs-post-phase", "sqli-blocked", "sqli-post-body-blocked"]);
     usage_error(&["list", "--tag", "no-such-tag"], "no scenario matches --tag no-such-tag");
 }
 
