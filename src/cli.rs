@@ -376,11 +376,21 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
             Ok(stack) => stack,
             Err(e) => {
                 let e = HarnessError::classify(e);
-                if let HarnessError::Infrastructure(why) = &e {
-                    info.duration = started.elapsed();
-                    let why = format!("the {kind} stack did not start: {why:#}");
-                    // A report that cannot be written is noted on stderr; the start failure stays the verdict.
-                    let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+                info.duration = started.elapsed();
+                match &e {
+                    HarnessError::Infrastructure(why) => {
+                        let why = format!("the {kind} stack did not start: {why:#}");
+                        // A report that cannot be written is noted on stderr; the start failure stays the verdict.
+                        let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+                    }
+                    // The resource under test kept the stack from working (e.g. a GlobalNetworkPolicy
+                    // that keeps Prometheus out): every scenario fails with that reason.
+                    HarnessError::ResourceBroken(broken) => {
+                        let outcomes = runner::failed_by(&scenarios, &broken.to_string());
+                        print!("{}", report::summary_table(&outcomes));
+                        let _ = write_reports(&reports, &info, &outcomes, &progress);
+                    }
+                    _ => {}
                 }
                 return Err(e);
             }

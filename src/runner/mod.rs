@@ -175,6 +175,22 @@ pub fn cut_short<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &st
         .collect()
 }
 
+/// Failed outcomes for scenarios that could not run because a resource under test is broken (`why` names it).
+pub fn failed_by<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &str) -> Vec<Outcome> {
+    scenarios
+        .into_iter()
+        .map(|s| Outcome {
+            name: s.name().to_string(),
+            verdict: Verdict::Failed(vec![why.to_string()]),
+            duration: Duration::ZERO,
+            timings: Timings::default(),
+            not_checked: Vec::new(),
+            notes: Vec::new(),
+            diagnostics: None,
+        })
+        .collect()
+}
+
 /// Records a failure for `--fail-fast`; `Some` when the run must stop at once (the infrastructure broke).
 fn note_outcome(outcome: &Outcome, fail_fast: bool, first_failure: &std::sync::OnceLock<String>) -> Option<Stop> {
     if fail_fast && matches!(outcome.verdict, Verdict::Failed(_)) {
