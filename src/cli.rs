@@ -185,6 +185,14 @@ impl RunArgs {
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }
+        let local_flags = [("--envoy", self.envoy.is_some()), ("--waf-wasm", self.waf_wasm.is_some())];
+        let given: Vec<&str> = local_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        if !given.is_empty() && kind != StackKind::Local {
+            return usage(format!("{} only apply to the local stack, not the {kind} stack", given.join(", ")));
+        }
+        if let Some(flavour) = self.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+            return usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS));
+        }
         self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
         self.reports().map(|_| ())
     }
@@ -338,10 +346,6 @@ fn list(args: &SelectArgs) -> Result<(), HarnessError> {
 }
 
 async fn run(args: RunArgs) -> Result<(), HarnessError> {
-    if let Some(flavour) = args.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
-        return Err(HarnessError::Usage(format!(
-            "--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
-    }
     let timeouts = Timeouts::default();
     args.check(&timeouts)?;
     let reports = args.reports()?;

@@ -48,6 +48,8 @@ fn a_scrape_interval_longer_than_the_wait_for_a_scrape_is_a_usage_error() {
 fn flags_of_another_stack_are_usage_errors() {
     usage_error(&["run", "--stack", "local", "--kubeconfig", "/nonexistent"], "--kubeconfig only apply to a cluster");
     usage_error(&["run", "--stack", "local", "--reuse", "waf-e2e-1"], "--reuse");
+    usage_error(&["run", "--stack", "kind", "--waf-wasm", "f.wasm", "--envoy", "/usr/bin/envoy"], "--envoy, --waf-wasm only apply to the local stack");
+    usage_error(&["plan", "--stack", "local", "--waf-wasm", "f.wasm", "--waf-flavour", "coraza"], "--waf-flavour coraza: not a filter flavour");
     usage_error(&["run", "--stack", "local", "--gateway-url", "http://127.0.0.1:1"], "only apply to `--stack endpoints`");
     usage_error(&["run", "--stack", "endpoints", "--audit-file", "a", "--audit-command", "cat a"], "cannot be used with");
     usage_error(&["run", "--stack", "endpoints", "--keep"], "nothing to keep");
@@ -62,9 +64,9 @@ fn the_endpoints_stack_without_its_flags_names_every_missing_one() {
 fn one_fixed_route_host_for_several_endpoints_scenarios_is_a_usage_error() {
     let endpoints = ["--stack", "endpoints", "--gateway-url", "http://127.0.0.1:8080", "--prometheus-url", "http://127.0.0.1:9090", "--scrape-job", "envoy",
         "--audit-file", "envoy.log", "--gateway", "edge", "--policy-namespace", "shop", "--route-host", "shop.example"];
-    let mut args = vec!["plan", "--tag", "sqli"];
+    let mut args = vec!["plan", "--tag", "isolation"];
     args.extend(endpoints);
-    usage_error(&args, "gives all 7 selected scenarios the same route");
+    usage_error(&args, "gives all 2 selected scenarios the same route");
     let mut args = vec!["plan", "--scenario", "xss-blocked"];
     args.extend(endpoints);
     assert_eq!(waf_e2e(&args).status.code(), Some(0));
@@ -123,6 +125,12 @@ fn plan_of_the_local_stack_describes_the_local_steps_not_the_kind_plan() {
         assert!(text.contains(step), "{step:?} missing:\n{text}");
     }
     assert!(!text.contains("kind cluster") && !text.contains("server-side apply"), "{text}");
+    // With the user's filter, the plan loads it instead of building the stand-in, and skips what the profile's filter cannot do.
+    let out = waf_e2e(&["plan", "--stack", "local", "--waf-wasm", "coraza.wasm", "--profile", "oss", "--scenario", "sqli-*"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(text.contains("load the WAF filter coraza.wasm (flavour `coraza-proxy-wasm-release`; capabilities of profile oss)"), "{text}");
+    assert!(!text.contains("stand-in") && text.contains("scenario sqli-detection-only: SKIPPED, the local stack lacks would_block_counter"), "{text}");
     let kind = stdout(&waf_e2e(&["plan", "--stack", "kind", "--scenario", "sqli-blocked"]));
     assert!(kind.contains("create kind cluster"), "the kind plan is still the kind plan: {kind}");
 }
