@@ -265,6 +265,15 @@ impl Stack for LocalStack {
         Ok(Some(if buffered == 0 { flushed } else { flushed.saturating_sub(1) }))
     }
 
+    fn bundle_copies(&self) -> Vec<(String, String)> {
+        let run = self.dir.path();
+        vec![
+            (self.parts.audit_file().display().to_string(), "audit-log.txt".into()),
+            (run.join("envoy.stderr.log").display().to_string(), "envoy.stderr.log".into()),
+            (run.join("bootstrap.json").display().to_string(), "envoy-bootstrap.json".into()),
+        ]
+    }
+
     fn audit_hints(&self) -> Vec<String> {
         self.parts.audit_hints()
     }
