@@ -367,7 +367,8 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let mut info = RunInfo {
         run_id: run_id.clone(),
         stack: kind.to_string(),
-        profile: matches!(kind, StackKind::Kind | StackKind::Cluster).then(|| args.profile.clone()),
+        // The local stack renders each policy from the profile's template too; only endpoints has none.
+        profile: (kind != StackKind::Endpoints).then(|| args.profile.clone()),
         envoy_version: None,
         filter: None,
         hostname: report::hostname(),
