@@ -1,15 +1,9 @@
 //! The binary's contract: exit codes and located messages.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn waf_e2e(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run waf-e2e")
-}
+mod binary;
+use binary::waf_e2e;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

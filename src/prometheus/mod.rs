@@ -9,8 +9,6 @@ use crate::rundir::RunDir;
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -97,22 +95,10 @@ impl PrometheusProcess {
 
     /// Asks Prometheus to exit (SIGTERM), waits for it, and kills it if it does not exit in time.
     pub async fn stop(mut self) -> Result<()> {
-        let Some(pid) = self.pid() else { return Ok(()) };
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        let exited = wait::until(&format!("prometheus (pid {pid}) to exit"), GRACEFUL_STOP, || {
-            let status = self.child.as_mut().map(Child::try_wait);
-            async move {
-                Ok(match status {
-                    Some(Ok(Some(s))) => Check::Met(s),
-                    Some(Ok(None)) => Check::NotYet("still running".into()),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => Check::NotYet("no child".into()),
-                })
-            }
-        })
-        .await;
-        self.kill_and_reap();
-        exited.map(|_| ())
+        match self.child.take() {
+            Some(child) => crate::process::stop_child(child, "prometheus", GRACEFUL_STOP).await,
+            None => Ok(()),
+        }
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -145,12 +131,8 @@ impl PrometheusProcess {
     }
 
     fn kill_and_reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::process::kill_and_reap(child);
         }
     }
 }

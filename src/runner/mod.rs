@@ -161,34 +161,25 @@ pub async fn run_until(
 
 /// Error outcomes for scenarios that did not run to the end because `why` (e.g. "interrupted by SIGINT").
 pub fn cut_short<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &str) -> Vec<Outcome> {
-    scenarios
-        .into_iter()
-        .map(|s| Outcome {
-            name: s.name().to_string(),
-            verdict: Verdict::Broken(format!("{NOT_RUN}: {why}")),
-            duration: Duration::ZERO,
-            timings: Timings::default(),
-            not_checked: Vec::new(),
-            notes: Vec::new(),
-            diagnostics: None,
-        })
-        .collect()
+    scenarios.into_iter().map(|s| unmeasured(s.name(), Verdict::Broken(format!("{NOT_RUN}: {why}")))).collect()
 }
 
 /// Failed outcomes for scenarios that could not run because a resource under test is broken (`why` names it).
 pub fn failed_by<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &str) -> Vec<Outcome> {
-    scenarios
-        .into_iter()
-        .map(|s| Outcome {
-            name: s.name().to_string(),
-            verdict: Verdict::Failed(vec![why.to_string()]),
-            duration: Duration::ZERO,
-            timings: Timings::default(),
-            not_checked: Vec::new(),
-            notes: Vec::new(),
-            diagnostics: None,
-        })
-        .collect()
+    scenarios.into_iter().map(|s| unmeasured(s.name(), Verdict::Failed(vec![why.to_string()]))).collect()
+}
+
+/// The outcome of scenario `name` with `verdict` and nothing measured (it did not run, or not to the end).
+fn unmeasured(name: &str, verdict: Verdict) -> Outcome {
+    Outcome {
+        name: name.to_string(),
+        verdict,
+        duration: Duration::ZERO,
+        timings: Timings::default(),
+        not_checked: Vec::new(),
+        notes: Vec::new(),
+        diagnostics: None,
+    }
 }
 
 /// Records a failure for `--fail-fast`; `Some` when the run must stop at once (the infrastructure broke).
@@ -202,7 +193,7 @@ fn note_outcome(outcome: &Outcome, fail_fast: bool, first_failure: &std::sync::O
 /// The outcome of a scenario `--fail-fast` kept from starting after `failed` failed.
 fn not_run(progress: &Progress, scenario: &Scenario, failed: &str) -> Outcome {
     let verdict = Verdict::NotRun(format!("--fail-fast: {failed} failed before this scenario started"));
-    let outcome = Outcome { name: scenario.name().to_string(), verdict, duration: Duration::ZERO, timings: Timings::default(), diagnostics: None, not_checked: Vec::new(), notes: Vec::new() };
+    let outcome = unmeasured(scenario.name(), verdict);
     progress.finished(&outcome);
     outcome
 }
@@ -214,7 +205,7 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
     let missing: Vec<String> = scenario.needs().into_iter().filter(|c| !stack.capabilities().contains(c)).map(|c| format!("{c:?}")).collect();
     if !missing.is_empty() {
         let reason = format!("the {} stack lacks {}", stack.name(), missing.join(", "));
-        let outcome = Outcome { name, verdict: Verdict::Skipped(reason), duration: started.elapsed(), timings: Timings::default(), diagnostics: None, not_checked: Vec::new(), notes: Vec::new() };
+        let outcome = Outcome { duration: started.elapsed(), ..unmeasured(&name, Verdict::Skipped(reason)) };
         progress.finished(&outcome);
         return outcome;
     }

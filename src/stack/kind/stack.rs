@@ -12,7 +12,7 @@ use super::plan::{build_plan, ClusterTarget, Plan, PlanStep, PodRef, FIELD_MANAG
 use crate::profile::{lock_path, WaitSpec};
 use super::scrape::{target_up_or_blame, ScrapeProbe};
 use super::secrets;
-use super::steps::{envoyproxy_adjustment, gateway_manifest, namespaces_manifest, policy_accepted, scrub, split_ref, waf_policy_ready};
+use super::steps::{audit_hints, envoyproxy_adjustment, gateway_manifest, namespaces_manifest, policy_accepted, scrub, split_ref, waf_policy_ready};
 use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
@@ -48,6 +48,8 @@ pub struct KindStack {
     last_cursor: Mutex<Option<AuditCursor>>,
     audit_reader: Option<AuditReader>,
     filter: FilterInfo,
+    /// What in the EnvoyProxy the cluster runs keeps audit lines from the collector, translated once.
+    audit_hints: Vec<String>,
 }
 
 /// The filter a profile runs: its flavour keys filter-dependent expectations (rule ids, phases).
@@ -136,8 +138,10 @@ impl KindStack {
         applied.insert(String::new(), applied_setup);
         let audit_reader = plan.audit_reader();
         let filter = profile_filter(&plan.profile);
+        let audit_hints = audit_hints(&plan.rendered);
         Ok(KindStack {
             filter,
+            audit_hints,
             stats_url: stats.url(),
             _forwards: vec![gateway, stats, prometheus],
             client,
@@ -338,6 +342,10 @@ impl Stack for KindStack {
         &self.filter
     }
 
+    fn audit_hints(&self) -> Vec<String> {
+        self.audit_hints.clone()
+    }
+
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
         let o = objects::render(scenario, &self.plan.profile, &self.template, &self.plan.run_id)?;
         let applied = k8s::apply_manifests(&self.client, &o.yaml, &format!("scenario {}", scenario.name()), FIELD_MANAGER).await?;
@@ -490,6 +498,7 @@ mod tests {
             last_cursor: Mutex::new(None),
             audit_reader: None,
             filter: profile_filter(&plan.profile),
+            audit_hints: audit_hints(&plan.rendered),
             plan,
         }
     }
@@ -509,5 +518,14 @@ mod tests {
         let stack = existing_cluster_stack(&api, true, &["waf-e2e-abc123-a"]);
         stack.shutdown().await.unwrap();
         assert!(api.requests().is_empty(), "{:?}", api.requests());
+    }
+
+    #[tokio::test]
+    async fn the_stack_gives_the_hints_of_the_envoyproxy_it_applies() {
+        let api = MockApi::start(|_| ok(json!({})));
+        let mut stack = existing_cluster_stack(&api, true, &[]);
+        assert_eq!(Stack::audit_hints(&stack), Vec::<String>::new(), "the fixture EnvoyProxy keeps audit lines");
+        stack.audit_hints = vec!["EnvoyProxy a/b: hint".into()];
+        assert_eq!(Stack::audit_hints(&stack), vec!["EnvoyProxy a/b: hint".to_string()]);
     }
 }

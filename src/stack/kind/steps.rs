@@ -1,10 +1,13 @@
 //! Pure pieces of executing plan steps: generated manifests, reference parsing, readiness checks.
 
+use crate::envoy::ProxyLaunch;
 use crate::k8s::AppliedObject;
+use crate::rendered::RenderedSet;
 use crate::wait::Check;
 use anyhow::{anyhow, Result};
 use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::Value;
+use std::path::Path;
 
 /// The gateway manifest with its `{{envoyproxy_ref}}` placeholder filled (parametersRef, or nothing).
 pub fn gateway_manifest(template: &str, envoyproxy: Option<&AppliedObject>) -> String {
@@ -136,6 +139,24 @@ pub fn scrub(text: &str, secret: &str) -> String {
     out
 }
 
+/// What in the rendered EnvoyProxy the cluster runs (Envoy Gateway's defaults when none is rendered)
+/// would keep audit lines from the collector ([`ProxyLaunch::audit_hints`]). An EnvoyProxy the
+/// local translation does not support gives no hints: the cluster, not the harness, runs it.
+pub fn audit_hints(rendered: &RenderedSet) -> Vec<String> {
+    // The directory only names where volumes would be on this machine; the hints do not depend on it.
+    let launch = match rendered.documents.iter().find(|d| d.kind == "EnvoyProxy") {
+        None => Ok(ProxyLaunch::envoy_gateway_defaults()),
+        Some(doc) => ProxyLaunch::from_envoyproxy(doc, Path::new("/")),
+    };
+    match launch {
+        Ok(launch) => launch.audit_hints(),
+        Err(e) => {
+            tracing::info!("no audit hints: the rendered EnvoyProxy does not translate locally: {e}");
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +261,30 @@ mod tests {
         let err = "LicenseKey default is invalid: spec.certificate: Invalid value: \"MIIBIjANBgkqhkiG9w0BAQEF\"";
         let out = scrub(err, secret);
         assert!(!out.contains("MIIBIjANBgkqhkiG9w0BAQEF"), "{out}");
+    }
+
+    fn rendered_with(envoyproxy: Option<&str>) -> RenderedSet {
+        let dir = tempfile::tempdir().unwrap();
+        let podmonitor = std::fs::read_to_string("tests/fixtures/kind/rendered/podmonitor.yaml").unwrap();
+        std::fs::write(dir.path().join("podmonitor.yaml"), podmonitor).unwrap();
+        if let Some(text) = envoyproxy {
+            std::fs::write(dir.path().join("envoyproxy.yaml"), text).unwrap();
+        }
+        RenderedSet::load(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn the_kind_fixture_envoyproxy_keeps_the_audit_lines_and_a_quiet_wasm_logger_is_named() {
+        let fixture = std::fs::read_to_string("tests/fixtures/kind/rendered/envoyproxy.yaml").unwrap();
+        assert_eq!(audit_hints(&rendered_with(Some(&fixture))), Vec::<String>::new());
+        let quiet = audit_hints(&rendered_with(Some(&fixture.replace("wasm: info", "wasm: error"))));
+        assert_eq!(quiet.len(), 1, "{quiet:?}");
+        assert!(quiet[0].starts_with("EnvoyProxy waf-e2e-gateway/waf-logging:") && quiet[0].contains("`error`"), "{}", quiet[0]);
+    }
+
+    #[test]
+    fn without_a_rendered_envoyproxy_the_defaults_say_envoy_logs_to_stderr() {
+        let hints = audit_hints(&rendered_with(None));
+        assert!(hints.iter().any(|h| h.starts_with("Envoy Gateway's default proxy settings") && h.contains("no `--log-path")), "{hints:?}");
     }
 }

@@ -3,7 +3,7 @@
 //! with its wasm filters; and the diagnostics bundle of a failed scenario.
 
 use super::{LocalOptions, GATEWAY, GATEWAY_NAMESPACE};
-use crate::envoy::{EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec, COLLECTOR_AUDIT_PATH};
+use crate::envoy::{EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec};
 use crate::error::InputLocation;
 use crate::profile::Profile;
 use crate::rendered::{render_scrape_config, PodTarget, RenderedSet};
@@ -13,9 +13,6 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Envoy's log levels, least to most severe.
-const LOG_LEVELS: [&str; 7] = ["trace", "debug", "info", "warn", "warning", "error", "critical"];
 
 /// What the local stack is built from, loaded and checked before anything starts.
 pub struct Parts {
@@ -100,42 +97,8 @@ impl Parts {
 
     /// What in the EnvoyProxy keeps the filter's `AuditLog:` lines (info, logger `wasm`) from the collector's file.
     pub fn audit_hints(&self) -> Vec<String> {
-        audit_hints(&self.launch)
+        self.launch.audit_hints()
     }
-}
-
-/// Reasons, read from the EnvoyProxy's translation, why audit lines would not reach the collector.
-pub fn audit_hints(launch: &ProxyLaunch) -> Vec<String> {
-    let mut hints = Vec::new();
-    let collector = launch.collector_path();
-    match (&launch.log_path, &collector) {
-        (None, _) => hints.push(format!("{}: spec.extraArgs has no `--log-path {COLLECTOR_AUDIT_PATH}`: Envoy logs to stderr, and the collector tails {COLLECTOR_AUDIT_PATH}", launch.source)),
-        (Some(_), None) => hints.push(format!("{}: no volume is mounted at {}, where the collector tails {COLLECTOR_AUDIT_PATH}", launch.source, parent(COLLECTOR_AUDIT_PATH))),
-        (Some(path), Some(collector)) if path != collector => hints.push(format!("{}: `--log-path` writes {}, not {COLLECTOR_AUDIT_PATH}, which the collector tails", launch.source, path.display())),
-        _ => {}
-    }
-    let wasm = wasm_log_level(&launch.args);
-    if severity(&wasm) > severity("info") {
-        hints.push(format!("{}: Envoy's `wasm` logger is at `{wasm}` (spec.logging.level), so the filter's `AuditLog:` lines, logged at info, are dropped", launch.source));
-    }
-    hints
-}
-
-fn parent(path: &str) -> &str {
-    path.rsplit_once('/').map_or(path, |(dir, _)| dir)
-}
-
-/// The effective level of Envoy's `wasm` logger: its `--component-log-level` entry, else `--log-level`.
-fn wasm_log_level(args: &[String]) -> String {
-    let value_of = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let component = value_of("--component-log-level").and_then(|list| {
-        list.split(',').find_map(|pair| pair.split_once(':').filter(|(k, _)| *k == "wasm").map(|(_, v)| v.to_string()))
-    });
-    component.or_else(|| value_of("--log-level")).unwrap_or_else(|| "info".into())
-}
-
-fn severity(level: &str) -> usize {
-    LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(usize::MAX)
 }
 
 /// What a failed scenario's bundle is made of.
@@ -177,38 +140,4 @@ pub fn write_bundle(dir: &Path, b: &Bundle<'_>) -> Result<()> {
     copy(b.audit_file, "audit-log.txt")?;
     let ours: Vec<String> = std::fs::read_to_string(b.audit_file).unwrap_or_default().lines().filter(|l| l.contains(&b.scenario.scenario)).map(str::to_string).collect();
     write("audit-log-this-scenario.txt", &ours.join("\n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn launch(args: &[&str], log_path: Option<&str>, mounted: bool) -> ProxyLaunch {
-        let mut l = ProxyLaunch::envoy_gateway_defaults();
-        l.source = "EnvoyProxy ns/p".into();
-        l.args = args.iter().map(|a| a.to_string()).collect();
-        l.log_path = log_path.map(PathBuf::from);
-        if mounted {
-            l.mounts = vec![("/access_logs".into(), PathBuf::from("/run/access-logs"))];
-        }
-        l
-    }
-
-    #[test]
-    fn the_rendered_envoyproxy_keeps_the_audit_lines() {
-        let ok = launch(&["--log-level", "warn", "--component-log-level", "misc:error,wasm:info"], Some("/run/access-logs/envoy.log"), true);
-        assert!(audit_hints(&ok).is_empty(), "{:?}", audit_hints(&ok));
-    }
-
-    #[test]
-    fn a_wasm_logger_above_info_or_a_missing_log_path_is_named() {
-        let quiet = launch(&["--log-level", "warn", "--component-log-level", "wasm:warn"], Some("/run/access-logs/envoy.log"), true);
-        let hints = audit_hints(&quiet);
-        assert_eq!(hints.len(), 1, "{hints:?}");
-        assert!(hints[0].contains("EnvoyProxy ns/p") && hints[0].contains("`warn`"), "{}", hints[0]);
-        let inherited = launch(&["--log-level", "error"], Some("/run/access-logs/envoy.log"), true);
-        assert!(audit_hints(&inherited)[0].contains("`error`"));
-        let stderr = launch(&["--log-level", "info"], None, true);
-        assert!(audit_hints(&stderr)[0].contains("no `--log-path /access_logs/envoy.log`"));
-    }
 }
