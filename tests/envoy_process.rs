@@ -202,15 +202,17 @@ async fn next_flush(envoy: &EnvoyProcess, after: u64) -> (u64, Instant) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_file_is_flushed_by_the_timer_every_ten_seconds_even_with_nothing_to_flush() {
+async fn the_flush_timer_keeps_counting_with_nothing_to_flush() {
+    // The audit wait relies on this: an idle Envoy's flushed_by_timer still rises (within 15 s).
+    // Envoy keeps a timer per open log file (the --log-path file and admin's access log), so the
+    // counter may rise twice within one 10 s period; how far apart is measured, not asserted.
     let run = tempfile::tempdir().unwrap();
     let envoy = start(run.path(), vec![]).await;
     let first = flushes(&envoy).await;
     let (second, t1) = next_flush(&envoy, first).await;
-    let (_, t2) = next_flush(&envoy, second).await;
-    let interval = t2 - t1;
-    eprintln!("MEASURE flushed_by_timer increments idle: from {first} to {second}, then again after {interval:?}");
-    assert!(interval > Duration::from_secs(9) && interval < Duration::from_secs(11), "{interval:?}");
+    let (third, t2) = next_flush(&envoy, second).await;
+    eprintln!("MEASURE flushed_by_timer idle: {first} -> {second} -> {third}, the last rise {:?} after the one before", t2 - t1);
+    assert!(third > second && second > first);
     envoy.stop().await.unwrap();
 }
 
