@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// The flavour of `--waf-wasm`, which picks the scenarios' filter-dependent values (default: the profile's filter).
     #[arg(long, requires = "waf_wasm")]
     pub waf_flavour: Option<String>,
+    /// Local stack: `admin` asks Envoy to write its audit log right after the traffic (POST /reopen_logs;
+    /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
+    #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
+    pub audit_flush: crate::envoy::AuditFlush,
 }
 
 /// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
@@ -176,6 +180,12 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
     let filter = stack.filter();
     progress.note(&format!("filter: {} (flavour `{}`); Envoy {}", filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("version unknown")));
+    if kind == StackKind::Local {
+        progress.note(&match args.audit_flush {
+            crate::envoy::AuditFlush::Admin => "audit wait: Envoy is asked to write its log after each scenario's traffic (--audit-flush admin; a cluster's collector waits up to 10 s)".to_string(),
+            crate::envoy::AuditFlush::Timer => "audit wait: Envoy's own 10 s log flush, as in a cluster (--audit-flush timer)".to_string(),
+        });
+    }
     let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
     let outcomes = tokio::select! {
         outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
@@ -215,6 +225,7 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         envoy: args.envoy.clone(),
         waf_wasm: args.waf_wasm.clone(),
         waf_flavour: args.waf_flavour.clone(),
+        audit_flush: args.audit_flush,
     }
 }
 

@@ -117,6 +117,11 @@ pub trait Stack: Send + Sync {
     async fn audit_flushes(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Makes the proxies write every audit line logged so far, and waits until they have: `Some(how)`
+    /// for the report, `None` where this stack does not (the runner then waits for their own flush).
+    async fn flush_audit_log(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// What in the resources under test would keep audit lines from the collector (e.g. an EnvoyProxy
     /// without `--log-path /access_logs/envoy.log`), each naming the resource; added to audit failures.
     fn audit_hints(&self) -> Vec<String> {
@@ -180,6 +185,8 @@ pub struct StackOptions {
     pub waf_wasm: Option<std::path::PathBuf>,
     /// The flavour of `waf_wasm`, for filter-dependent expectations.
     pub waf_flavour: Option<String>,
+    /// How the local stack's audit wait learns the log is complete (ask Envoy, or its timer).
+    pub audit_flush: crate::envoy::AuditFlush,
 }
 
 impl StackOptions {

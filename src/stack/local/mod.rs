@@ -51,6 +51,8 @@ pub struct LocalOptions {
     pub faults: crate::waf::Faults,
     /// Prometheus' port (`None`: a free one); the fault tests occupy one to see the start fail.
     pub prometheus_port: Option<u16>,
+    /// Ask Envoy to write its log after the traffic, or wait for its timer.
+    pub audit_flush: crate::envoy::AuditFlush,
 }
 
 impl LocalOptions {
@@ -67,6 +69,7 @@ impl LocalOptions {
             waf_flavour: o.waf_flavour.clone(),
             faults: crate::waf::Faults::default(),
             prometheus_port: None,
+            audit_flush: o.audit_flush,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct LocalStack {
     echo: EchoBackend,
     routes: Mutex<BTreeMap<String, RouteSpec>>,
     dir: tempfile::TempDir,
+    audit_flush: crate::envoy::AuditFlush,
+    timeouts: Timeouts,
 }
 
 impl LocalStack {
@@ -133,6 +138,8 @@ impl LocalStack {
             echo,
             routes: Mutex::new(BTreeMap::new()),
             dir,
+            audit_flush: opts.audit_flush,
+            timeouts: opts.timeouts.clone(),
         })
     }
 
@@ -263,6 +270,15 @@ impl Stack for LocalStack {
         // A flush counts once its write is done: while bytes are still buffered, the newest flush may not be.
         let buffered = stats.get("filesystem.write_total_buffered").map_or(0, |v| v.parse::<u64>().unwrap_or(u64::MAX));
         Ok(Some(if buffered == 0 { flushed } else { flushed.saturating_sub(1) }))
+    }
+
+    async fn flush_audit_log(&self) -> Result<Option<String>> {
+        if self.audit_flush != crate::envoy::AuditFlush::Admin {
+            return Ok(None);
+        }
+        // Cloned out of the lock: the flush waits, and must not hold up routes or health checks.
+        let admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin().clone();
+        crate::envoy::log_flush::flush_now(&admin, self.timeouts.audit_flushed).await.map(Some)
     }
 
     fn audit_hints(&self) -> Vec<String> {
