@@ -33,6 +33,8 @@ pub enum Command {
     ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
     /// Print every action a kind (or existing-cluster) run with these options would take, without doing any.
     Plan(RunArgs),
+    /// Start the local stack and keep it up until Ctrl-C; `run --attach` runs scenarios on it.
+    Up(UpArgs),
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -99,6 +101,41 @@ pub struct RunArgs {
     /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
     #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
     pub audit_flush: crate::envoy::AuditFlush,
+    /// Run on the local stack a `waf-e2e up` keeps (its render is applied first: a changed PodMonitor reloads Prometheus).
+    #[arg(long)]
+    pub attach: bool,
+    /// The state file of `waf-e2e up` (default: `$XDG_RUNTIME_DIR/waf-e2e/up.json`, else `<tmp>/waf-e2e-up.json`).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+/// Options of `waf-e2e up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The rendered resources the stack starts with (an attached run applies its own `--rendered`).
+    #[arg(long, default_value = "fixtures/rendered")]
+    pub rendered: PathBuf,
+    /// Prometheus scrape interval, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub scrape_interval_ms: u64,
+    /// Stack profile whose WAF policy template renders each scenario's policy.
+    #[arg(long, default_value = "oss")]
+    pub profile: String,
+    /// The Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+    /// Load this proxy-wasm WAF filter instead of the stand-in.
+    #[arg(long)]
+    pub waf_wasm: Option<PathBuf>,
+    /// The flavour of `--waf-wasm`.
+    #[arg(long, requires = "waf_wasm")]
+    pub waf_flavour: Option<String>,
+    /// `admin` asks Envoy to write its audit log after each scenario's traffic; `timer` waits for its 10 s flush.
+    #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
+    pub audit_flush: crate::envoy::AuditFlush,
+    /// Where to write the state file attached runs read.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
 }
 
 /// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
@@ -112,6 +149,7 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
     match cli.command {
         Command::Validate { paths } => validate(paths),
         Command::Run(args) => run(args).await,
+        Command::Up(args) => up(args).await,
         Command::Plan(args) => {
             let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
             let opts = stack_options(&args, Timeouts::default(), "plan".into());
@@ -141,15 +179,19 @@ fn validate(paths: Vec<PathBuf>) -> Result<(), HarnessError> {
 
 /// Loads the scenarios and keeps those matching any of `globs` (all when none is given).
 pub fn select_scenarios(paths: &[PathBuf], globs: &[String]) -> Result<Vec<Scenario>, HarnessError> {
+    Ok(select_scenario_files(paths, globs)?.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Like [`select_scenarios`], with the file each came from.
+pub fn select_scenario_files(paths: &[PathBuf], globs: &[String]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
     let all = scenario::load_paths(paths)?;
     let matchers = globs
         .iter()
         .map(|g| Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| HarnessError::Usage(format!("--scenario {g:?}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let selected: Vec<Scenario> = all
+    let selected: Vec<(PathBuf, Scenario)> = all
         .into_iter()
-        .map(|(_, s)| s)
-        .filter(|s| matchers.is_empty() || matchers.iter().any(|m| m.is_match(s.name())))
+        .filter(|(_, s)| matchers.is_empty() || matchers.iter().any(|m| m.is_match(s.name())))
         .collect();
     if selected.is_empty() {
         return Err(HarnessError::Usage(format!("no scenario matches {globs:?}")));
@@ -162,7 +204,8 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         return Err(HarnessError::Usage(format!(
             "--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
     }
-    let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
+    let files = select_scenario_files(&args.scenarios, &args.scenario)?;
+    let scenarios: Vec<Scenario> = files.iter().map(|(_, s)| s.clone()).collect();
     let timeouts = Timeouts::default();
     let run_id = format!("{:08x}", rand_u32());
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
@@ -173,7 +216,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
     let started = std::time::Instant::now();
     let stack = tokio::select! {
-        stack = stack::start(&opts, &scenarios) => stack.map_err(HarnessError::classify)?,
+        stack = start_or_attach(&args, &opts, &files, &scenarios, &progress) => stack.map_err(HarnessError::classify)?,
         // Dropping the start stops and reaps whatever it had started.
         signal = signals.recv() => return Err(HarnessError::Infrastructure(anyhow::anyhow!("interrupted by {signal} while the {kind} stack was starting"))),
     };
@@ -256,4 +299,54 @@ impl Signals {
 fn rand_u32() -> u32 {
     let u = uuid::Uuid::new_v4();
     u32::from_be_bytes(u.as_bytes()[..4].try_into().unwrap_or([0; 4]))
+}
+
+/// The stack of a run: a fresh one, or with `--attach` the one `waf-e2e up` keeps (the run's render applied to it).
+async fn start_or_attach(args: &RunArgs, opts: &StackOptions, files: &[(PathBuf, Scenario)], scenarios: &[Scenario], progress: &Progress) -> anyhow::Result<Box<dyn stack::Stack>> {
+    if !args.attach {
+        return stack::start(opts, scenarios).await;
+    }
+    #[cfg(feature = "reference-proxy")]
+    {
+        let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
+        let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, files, opts.timeouts.scenario).await?;
+        progress.note(&format!("attached to `waf-e2e up` ({}); {}", state.display(),
+            if remote.render_changes.is_empty() { "the render is unchanged".to_string() } else { remote.render_changes.join("; ") }));
+        Ok(Box::new(remote))
+    }
+    #[cfg(not(feature = "reference-proxy"))]
+    {
+        let _ = progress;
+        Err(HarnessError::Usage("--attach needs the `reference-proxy` feature".into()).into())
+    }
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn up(args: UpArgs) -> Result<(), HarnessError> {
+    let opts = crate::stack::local::LocalOptions {
+        rendered: args.rendered.clone(),
+        root: PathBuf::from("."),
+        profile: args.profile.clone(),
+        scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
+        timeouts: Timeouts::default(),
+        envoy: args.envoy.clone(),
+        waf_wasm: args.waf_wasm.clone(),
+        waf_flavour: args.waf_flavour.clone(),
+        faults: crate::waf::Faults::default(),
+        prometheus_port: None,
+        audit_flush: args.audit_flush,
+    };
+    let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
+    let mut signals = Signals::register();
+    let banner = |text: &str| {
+        use std::io::Write;
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    };
+    crate::attach::up::up(&opts, &state, signals.recv(), banner).await.map_err(HarnessError::classify)
+}
+
+#[cfg(not(feature = "reference-proxy"))]
+async fn up(_args: UpArgs) -> Result<(), HarnessError> {
+    Err(HarnessError::Usage("`up` runs the local stack, which needs the `reference-proxy` feature".into()))
 }

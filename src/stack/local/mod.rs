@@ -8,6 +8,9 @@
 
 pub mod echo;
 mod parts;
+mod reload;
+
+pub use reload::AttachInfo;
 
 use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
 use crate::envoy::{EnvoyProcess, RouteSpec};
@@ -88,6 +91,10 @@ pub struct LocalStack {
     dir: tempfile::TempDir,
     audit_flush: crate::envoy::AuditFlush,
     timeouts: Timeouts,
+    opts: LocalOptions,
+    scrape_target: std::net::SocketAddr,
+    prometheus_config: Mutex<String>,
+    rendered_now: Mutex<PathBuf>,
 }
 
 impl LocalStack {
@@ -126,6 +133,7 @@ impl LocalStack {
             scrape_pool: parts.rendered.podmonitor.job_name(0),
         };
         let parts = parts.with_module(module);
+        let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
             endpoints,
@@ -140,6 +148,10 @@ impl LocalStack {
             dir,
             audit_flush: opts.audit_flush,
             timeouts: opts.timeouts.clone(),
+            opts: opts.clone(),
+            scrape_target,
+            prometheus_config,
+            rendered_now: Mutex::new(opts.rendered.clone()),
         })
     }
 

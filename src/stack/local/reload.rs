@@ -1,0 +1,80 @@
+//! A running local stack taking a changed render (for `waf-e2e up` and attached runs), and what it
+//! tells an attaching user.
+//!
+//! A changed PodMonitor is applied without restarting anything: its new translation is written to
+//! Prometheus' config file and Prometheus reloads it (`POST /-/reload`). The scrape pool's series
+//! then come from the new relabeling from the next scrape on; the runner's baseline is a scrape
+//! after the reload, so the baseline-and-two-scrapes rule holds unchanged.
+//!
+//! A changed EnvoyProxy is refused for now, naming the resource: its translation changes Envoy's
+//! command line, which needs a restart of Envoy (new admin, metrics and gateway ports, so new
+//! endpoints), and that is not implemented on an attached stack. Restart `waf-e2e up` instead.
+
+use super::parts::Parts;
+use super::LocalStack;
+use crate::stack::Stack;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the parts of a running local stack are, for people attaching tools to it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AttachInfo {
+    /// The stack's run directory (Envoy's bootstrap, xDS files, logs).
+    pub run_dir: PathBuf,
+    /// Envoy's admin listener.
+    pub envoy_admin: SocketAddr,
+    /// The directory of Envoy's watched LDS/CDS files.
+    pub envoy_xds_dir: PathBuf,
+    /// The file the audit collector reads (Envoy's `--log-path`, mapped into the run).
+    pub audit_file: PathBuf,
+    /// Prometheus' config file (rewritten and reloaded when the PodMonitor changes).
+    pub prometheus_config: PathBuf,
+    /// The reference WAF service (stand-in filter only).
+    pub waf_service: Option<SocketAddr>,
+    /// The rendered resources the stack runs now.
+    pub rendered: PathBuf,
+}
+
+impl LocalStack {
+    /// Where the running parts are.
+    pub async fn attach_info(&self) -> Result<AttachInfo> {
+        let envoy_admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin_addr();
+        let prometheus_config = self.prometheus.lock().await.as_ref().context("Prometheus was shut down")?.config_path();
+        let waf_service = self.waf.lock().await.as_ref().map(crate::waf::ReferenceWaf::addr);
+        Ok(AttachInfo {
+            run_dir: self.dir.path().to_path_buf(),
+            envoy_admin,
+            envoy_xds_dir: self.dir.path().join("xds"),
+            audit_file: self.parts.audit_file(),
+            prometheus_config,
+            waf_service,
+            rendered: self.rendered_now.lock().await.clone(),
+        })
+    }
+
+    /// Applies the render in `rendered` to the running stack; says what changed, in sentences.
+    pub async fn apply_render(&self, rendered: &std::path::Path) -> Result<Vec<String>> {
+        let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
+        let next = Parts::load(&opts, self.dir.path())?;
+        if next.launch != self.parts.launch {
+            bail!("{} changed; the running Envoy was started from the previous one, and re-translating Envoy's command line on an attached stack is not implemented: stop `waf-e2e up` and start it again", next.launch.source);
+        }
+        let pool = next.rendered.podmonitor.job_name(0);
+        if pool != self.endpoints().scrape_pool {
+            bail!("the PodMonitor's scrape pool changed from {} to {pool} (renamed PodMonitor); restart `waf-e2e up` to use it", self.endpoints().scrape_pool);
+        }
+        let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
+        let mut current = self.prometheus_config.lock().await;
+        let mut changes = Vec::new();
+        if *current != config {
+            let prometheus = self.prometheus.lock().await;
+            let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
+            prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
+            *current = config;
+            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
+        }
+        *self.rendered_now.lock().await = rendered.to_path_buf();
+        Ok(changes)
+    }
+}
