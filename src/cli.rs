@@ -35,6 +35,8 @@ pub enum Command {
     Plan(RunArgs),
     /// Start the local stack and keep it up until Ctrl-C; `run --attach` runs scenarios on it.
     Up(UpArgs),
+    /// Keep a local stack up and re-run the scenarios a change (scenario, render, filter module) affects.
+    Watch(WatchArgs),
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -112,6 +114,37 @@ pub struct RunArgs {
 /// Options of `waf-e2e up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
+    /// The local stack.
+    #[command(flatten)]
+    pub local: LocalStackArgs,
+    /// Where to write the state file attached runs read.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+/// Options of `waf-e2e watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The local stack (its `--rendered` is watched).
+    #[command(flatten)]
+    pub local: LocalStackArgs,
+    /// Only scenarios whose name matches this glob (repeatable).
+    #[arg(long = "scenario")]
+    pub scenario: Vec<String>,
+    /// Directory (or files) holding the scenarios (watched).
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: Vec<PathBuf>,
+    /// How many isolated scenarios run at once.
+    #[arg(long, default_value_t = default_jobs())]
+    pub jobs: usize,
+    /// Write a diagnostics bundle per failed scenario under this directory.
+    #[arg(long, default_value = "waf-e2e-diagnostics")]
+    pub diagnostics_dir: PathBuf,
+}
+
+/// The local stack's options, shared by `up` and `watch`.
+#[derive(Debug, clap::Args)]
+pub struct LocalStackArgs {
     /// The rendered resources the stack starts with (an attached run applies its own `--rendered`).
     #[arg(long, default_value = "fixtures/rendered")]
     pub rendered: PathBuf,
@@ -133,9 +166,6 @@ pub struct UpArgs {
     /// `admin` asks Envoy to write its audit log after each scenario's traffic; `timer` waits for its 10 s flush.
     #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
     pub audit_flush: crate::envoy::AuditFlush,
-    /// Where to write the state file attached runs read.
-    #[arg(long)]
-    pub state: Option<PathBuf>,
 }
 
 /// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
@@ -150,6 +180,7 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
         Command::Validate { paths } => validate(paths),
         Command::Run(args) => run(args).await,
         Command::Up(args) => up(args).await,
+        Command::Watch(args) => watch(args).await,
         Command::Plan(args) => {
             let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
             let opts = stack_options(&args, Timeouts::default(), "plan".into());
@@ -322,8 +353,8 @@ async fn start_or_attach(args: &RunArgs, opts: &StackOptions, files: &[(PathBuf,
 }
 
 #[cfg(feature = "reference-proxy")]
-async fn up(args: UpArgs) -> Result<(), HarnessError> {
-    let opts = crate::stack::local::LocalOptions {
+fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
+    crate::stack::local::LocalOptions {
         rendered: args.rendered.clone(),
         root: PathBuf::from("."),
         profile: args.profile.clone(),
@@ -335,15 +366,41 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
         faults: crate::waf::Faults::default(),
         prometheus_port: None,
         audit_flush: args.audit_flush,
-    };
+    }
+}
+
+/// Prints `text` at once (the banner and verdicts of long-running commands).
+fn print_now(text: &str) {
+    use std::io::Write;
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn up(args: UpArgs) -> Result<(), HarnessError> {
+    let opts = local_options(&args.local);
     let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
     let mut signals = Signals::register();
-    let banner = |text: &str| {
-        use std::io::Write;
-        print!("{text}");
-        let _ = std::io::stdout().flush();
+    crate::attach::up::up(&opts, &state, signals.recv(), print_now).await.map_err(HarnessError::classify)
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
+    let opts = crate::attach::watch::WatchOptions {
+        local: local_options(&args.local),
+        scenario_paths: args.scenarios.clone(),
+        globs: args.scenario.clone(),
+        jobs: args.jobs,
+        diagnostics_dir: args.diagnostics_dir.clone(),
     };
-    crate::attach::up::up(&opts, &state, signals.recv(), banner).await.map_err(HarnessError::classify)
+    select_scenario_files(&opts.scenario_paths, &opts.globs)?;
+    let mut signals = Signals::register();
+    crate::attach::watch::watch(&opts, signals.recv(), print_now).await.map_err(HarnessError::classify)
+}
+
+#[cfg(not(feature = "reference-proxy"))]
+async fn watch(_args: WatchArgs) -> Result<(), HarnessError> {
+    Err(HarnessError::Usage("`watch` runs the local stack, which needs the `reference-proxy` feature".into()))
 }
 
 #[cfg(not(feature = "reference-proxy"))]

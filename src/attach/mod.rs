@@ -16,6 +16,7 @@
 pub mod client;
 pub mod server;
 pub mod up;
+pub mod watch;
 
 use crate::scenario::Capability;
 use crate::stack::local::AttachInfo;

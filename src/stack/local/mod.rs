@@ -95,6 +95,7 @@ pub struct LocalStack {
     scrape_target: std::net::SocketAddr,
     prometheus_config: Mutex<String>,
     rendered_now: Mutex<PathBuf>,
+    module_now: Mutex<Option<PathBuf>>,
 }
 
 impl LocalStack {
@@ -152,6 +153,7 @@ impl LocalStack {
             scrape_target,
             prometheus_config,
             rendered_now: Mutex::new(opts.rendered.clone()),
+            module_now: Mutex::new(None),
         })
     }
 
@@ -215,7 +217,11 @@ impl Stack for LocalStack {
             gateway_namespace: GATEWAY_NAMESPACE.into(),
             host: format!("{}.waf-e2e.test", scenario.name()),
         };
-        let route = self.parts.route(scenario, &env, self.echo.addr()).with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
+        let route = match self.module_now.lock().await.as_deref() {
+            Some(module) => self.parts.route_with_module(scenario, &env, self.echo.addr(), module),
+            None => self.parts.route(scenario, &env, self.echo.addr()),
+        };
+        let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
         let mut routes = self.routes.lock().await;
         routes.insert(env.scenario.clone(), route);
         if let Err(e) = self.apply_routes(&routes).await {

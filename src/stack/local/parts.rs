@@ -80,6 +80,11 @@ impl Parts {
 
     /// The scenario's HTTPRoute with the wasm filters of its WAF policy, rendered from the profile's template.
     pub fn route(&self, scenario: &Scenario, env: &ScenarioEnv, backend: SocketAddr) -> Result<RouteSpec> {
+        self.route_with_module(scenario, env, backend, &self.module)
+    }
+
+    /// [`Parts::route`] with `module` as the wasm code (a filter rebuilt while the stack runs).
+    pub fn route_with_module(&self, scenario: &Scenario, env: &ScenarioEnv, backend: SocketAddr, module: &Path) -> Result<RouteSpec> {
         let route = env.scenario.clone();
         let docs = crate::profile::waf_policy::render_waf_policy(&self.templates, &self.profile, scenario, &env.namespace, &env.policy, &route)?;
         let mut wasm = Vec::new();
@@ -87,7 +92,7 @@ impl Parts {
             let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("(no kind)");
             anyhow::ensure!(kind == "EnvoyExtensionPolicy",
                 "profile {}'s WAF template renders a {kind}; the local stack translates only EnvoyExtensionPolicy (run this profile on a cluster)", self.profile.name);
-            wasm.extend(crate::envoy::wasm_filters_from_extension_policy(doc, &self.template_at, &self.module)?);
+            wasm.extend(crate::envoy::wasm_filters_from_extension_policy(doc, &self.template_at, module)?);
         }
         Ok(RouteSpec { name: format!("httproute/{}/{route}/rule/0", env.namespace), host: env.host.clone(), backend, wasm })
     }

@@ -53,6 +53,19 @@ impl LocalStack {
         })
     }
 
+    /// Loads the filter module `module` for every scenario installed from now on. It is copied into the
+    /// run under a name made of its content's hash, so Envoy sees a changed configuration and loads it.
+    pub async fn swap_module(&self, module: &std::path::Path) -> Result<PathBuf> {
+        let bytes = std::fs::read(module).with_context(|| format!("read the filter module {}", module.display()))?;
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let dir = self.dir.path().join("modules");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let copy = dir.join(format!("{}.wasm", &hash[..16]));
+        std::fs::write(&copy, &bytes).with_context(|| format!("write {}", copy.display()))?;
+        *self.module_now.lock().await = Some(copy.clone());
+        Ok(copy)
+    }
+
     /// Applies the render in `rendered` to the running stack; says what changed, in sentences.
     pub async fn apply_render(&self, rendered: &std::path::Path) -> Result<Vec<String>> {
         let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
