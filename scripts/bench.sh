@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 interval_ms="${1:-500}"
 only="${2:-all}"
-if [ -z "${WAF_E2E_BIN:-}" ]; then cargo build --release --quiet; fi
+if [ -z "${WAF_E2E_BIN:-}" ]; then cargo build --locked --release; fi
 bin="${WAF_E2E_BIN:-${CARGO_TARGET_DIR:-target}/release/waf-e2e}"
 work="$(mktemp -d -t waf-e2e-bench-XXXXXX)"
 bg_pids=()
@@ -39,8 +39,8 @@ run() {
   echo "$t1 - $t0" | bc -l
 }
 
-# The summary table's rows: scenario result total install baseline traffic settle confirm.
-rows() { awk '/^scenario +result/ {on=1; next} / passed, / {on=0} on && NF == 8 {print}' "$1"; }
+# The summary table's rows: scenario result total install baseline traffic settle confirm audit audit-latency.
+rows() { awk '/^scenario +result/ {on=1; next} / passed, / {on=0} on && NF == 10 {print}' "$1"; }
 
 # wait_for FILE PATTERN COUNT: until FILE holds COUNT lines matching PATTERN (bounded: 120 s).
 wait_for() {
@@ -105,12 +105,12 @@ printf '%-40s %8.2fx (target <= 1.50x)\n' "concurrent / slowest single" "$ratio"
 echo
 limit=$(echo "2 * $interval_ms / 1000" | bc -l)
 printf 'settle latency in the concurrent run (scrape interval %.2fs = the floor, limit 2 intervals = %.2fs)\n' "$(echo "$interval_ms / 1000" | bc -l)" "$limit"
-printf '%-24s %8s %10s\n' "scenario" "settle" "intervals"
+printf '%-24s %8s %10s %9s %9s %10s\n' "scenario" "settle" "intervals" "baseline" "audit" "audit lat"
 over=0
-while read -r name _ _ _ _ _ settle _; do
+while read -r name _ _ _ baseline _ settle _ audit latency; do
   settle=${settle%s}
   intervals=$(echo "$settle * 1000 / $interval_ms" | bc -l)
-  printf '%-24s %7.2fs %9.2fx\n' "$name" "$settle" "$intervals"
+  printf '%-24s %7.2fs %9.2fx %9s %9s %10s\n' "$name" "$settle" "$intervals" "$baseline" "$audit" "$latency"
   if [ "$(echo "$settle > $limit" | bc -l)" -eq 1 ]; then over=1; fi
 done < <(rows "$work/all-conc.out")
 status=0

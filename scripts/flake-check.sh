@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-30}"
 shift || true
-cargo build --release --quiet
+cargo build --locked --release
 bin="${CARGO_TARGET_DIR:-target}/release/waf-e2e"
 logs="$(mktemp -d -t waf-e2e-flake-XXXXXX)"
 passed=0

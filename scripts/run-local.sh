@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The main job on any machine: every scenario on the local stack (real Prometheus, real
 # ModSecurity + CRS, the reference proxy standing in for Envoy + the WAF filter), with JUnit.
-# On a machine with docker and kind, `cargo run --release -- run` runs the same scenarios on kind.
+# On a machine with docker and kind, `cargo run -- run` runs the same scenarios on kind.
+#
+# It builds in cargo's dev profile, like scripts/test.sh, so whichever of the two runs second
+# reuses most of the first one's build; cargo prints its progress on stderr.
+# `--locked`: build exactly the dependency versions in Cargo.lock, never re-resolve them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo run --release --quiet -- run --stack local --junit target/waf-e2e-local.junit.xml "$@"
+cargo run --locked -- run --stack local --junit target/waf-e2e-local.junit.xml "$@"

@@ -1,13 +1,12 @@
-//! The command line: `run`, `validate`, `scrape-config`, `plan`, `doctor`, with exit codes from [`HarnessError`].
+//! The command line: `run`, `validate`, `list`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
-use crate::report::{self, Progress};
-use crate::runner::{self, RunOptions};
-use crate::scenario::{self, Scenario};
+use crate::report::{self, Progress, RunInfo};
+use crate::runner::{self, Outcome, RunOptions};
+use crate::scenario::{self, Scenario, Selection};
 use crate::stack::{self, StackKind, StackOptions};
 use crate::timeouts::Timeouts;
 use clap::{Parser, Subcommand};
-use globset::Glob;
 use std::path::PathBuf;
 
 /// waf-e2e: end-to-end acceptance tests for the Ingress Gateway WAF observability feature.
@@ -24,15 +23,40 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios on a stack and assert their series and audit records.
     Run(RunArgs),
-    /// Validate scenario files (default: scenarios/) and report every problem with file, line and column.
+    /// Validate scenario files (default: scenarios/) and report every problem with file, line and column;
+    /// with `--profile`, also check every object a kind run would apply against the releases' schemas.
     Validate {
         /// Scenario files or directories.
         paths: Vec<PathBuf>,
+        /// Check every object a kind run of this profile would apply (the profile's manifests, the
+        /// rendered resources, the scenarios' objects) against CRD schemas, offline.
+        #[arg(long)]
+        profile: Option<String>,
+        /// The rendered resources to check (with `--profile`).
+        #[arg(long, default_value = "fixtures/rendered", requires = "profile")]
+        rendered: PathBuf,
+        /// CRD files or directories (any multi-document YAML, searched recursively; repeatable). Without
+        /// it, the CRDs inside the profile's cached release manifests.
+        #[arg(long = "schemas", requires = "profile")]
+        schemas: Vec<PathBuf>,
     },
     /// Print the complete Prometheus config a PodMonitor becomes, pointed at one target.
     ScrapeConfig(crate::rendered::cli::ScrapeConfigArgs),
-    /// Print every action a kind (or existing-cluster) run with these options would take, without doing any.
-    Plan(RunArgs),
+    /// Print every action a run with these options would take on its stack, without doing any; for a
+    /// cluster, also the offline schema check of every object it would apply.
+    Plan {
+        /// The run's options.
+        #[command(flatten)]
+        run: RunArgs,
+        /// CRD files or directories for the schema check (repeatable); default: the CRDs inside the
+        /// profile's cached release manifests.
+        #[arg(long = "schemas")]
+        schemas: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of scenario files (generated from the scenario model), for editors and CI.
+    Schema,
+    /// List the scenarios with their tags and the capabilities they need.
+    List(SelectArgs),
     /// Start the local stack and keep it up until Ctrl-C; `run --attach` runs scenarios on it.
     Up(UpArgs),
     /// Keep a local stack up and re-run the scenarios a change (scenario, render, filter module) affects.
@@ -42,35 +66,65 @@ pub enum Command {
         /// The stack to check for.
         #[arg(long, value_enum, default_value_t = StackKind::Kind)]
         stack: StackKind,
+        /// Also ask the release servers (GitHub) whether manifests that are not cached can be downloaded.
+        #[arg(long)]
+        online: bool,
     },
+}
+
+/// Which scenarios a command works on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectArgs {
+    /// Only scenarios whose name matches this glob (repeatable: any of them).
+    #[arg(long = "scenario", value_name = "GLOB")]
+    pub scenario: Vec<String>,
+    /// Only scenarios carrying this tag (repeatable: any of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Leave out scenarios carrying this tag (repeatable), whatever else selects them.
+    #[arg(long = "exclude-tag", value_name = "TAG")]
+    pub exclude_tag: Vec<String>,
+    /// Directory (or files) holding the scenarios.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: Vec<PathBuf>,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> Selection {
+        Selection { names: self.scenario.clone(), tags: self.tag.clone(), exclude_tags: self.exclude_tag.clone() }
+    }
 }
 
 /// Options of `waf-e2e run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Where to run: `kind` (a new kind cluster), `cluster` (an existing one) or `local` (a real Envoy and Prometheus on loopback).
+    /// Where to run: `kind` (a new kind cluster), `cluster` (an existing one), `local` (everything on
+    /// loopback) or `endpoints` (a running deployment: see the [endpoints] flags).
     #[arg(long, value_enum, default_value_t = StackKind::Kind)]
     pub stack: StackKind,
-    /// Only scenarios whose name matches this glob (repeatable).
-    #[arg(long = "scenario")]
-    pub scenario: Vec<String>,
-    /// Directory (or files) holding the scenarios.
-    #[arg(long, default_value = "scenarios")]
-    pub scenarios: Vec<PathBuf>,
+    /// Which scenarios.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The rendered resources under test (PodMonitor, GlobalNetworkPolicy, EnvoyProxy).
     #[arg(long, default_value = "fixtures/rendered")]
     pub rendered: PathBuf,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
+    /// Write a JUnit XML report here (same as `--report junit FILE`).
+    #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write a report: `--report json FILE` or `--report junit FILE` (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], action = clap::ArgAction::Append)]
+    pub report: Vec<String>,
+    /// After the first failed scenario, start no other (those running finish; the rest are reported as not run).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Write a diagnostics bundle per failed scenario under this directory.
     #[arg(long, default_value = "waf-e2e-diagnostics")]
     pub diagnostics_dir: PathBuf,
-    /// How many isolated scenarios run at once (exclusive ones always run alone).
-    #[arg(long, default_value_t = default_jobs())]
+    /// How many isolated scenarios run at once (exclusive ones always run alone); at least 1.
+    #[arg(long, default_value_t = default_jobs(), value_parser = at_least_one)]
     pub jobs: usize,
-    /// Prometheus scrape interval on the local stack, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// Prometheus scrape interval on the local stack, in milliseconds (at least 1, below the harness's wait for a scrape).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub scrape_interval_ms: u64,
     /// Keep the cluster (and namespaces) after the run, for debugging.
     #[arg(long)]
@@ -90,6 +144,9 @@ pub struct RunArgs {
     /// Do not install the stack; the cluster already has it.
     #[arg(long)]
     pub no_install: bool,
+    /// Where a running deployment is (`--stack endpoints`).
+    #[command(flatten)]
+    pub endpoints: stack::endpoints::EndpointsArgs,
     /// Local stack: the Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
     #[arg(long)]
     pub envoy: Option<PathBuf>,
@@ -128,12 +185,9 @@ pub struct WatchArgs {
     /// The local stack (its `--rendered` is watched).
     #[command(flatten)]
     pub local: LocalStackArgs,
-    /// Only scenarios whose name matches this glob (repeatable).
-    #[arg(long = "scenario")]
-    pub scenario: Vec<String>,
-    /// Directory (or files) holding the scenarios (watched).
-    #[arg(long, default_value = "scenarios")]
-    pub scenarios: Vec<PathBuf>,
+    /// Which scenarios (their files are watched).
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// How many isolated scenarios run at once.
     #[arg(long, default_value_t = default_jobs())]
     pub jobs: usize,
@@ -168,29 +222,123 @@ pub struct LocalStackArgs {
     pub audit_flush: crate::envoy::AuditFlush,
 }
 
-/// Scenarios mostly wait for scrapes (ModSecurity costs ~1 ms a request), so run 4 per CPU, at most 16:
-/// on 2 CPUs every shipped isolated scenario then runs in one wave.
+/// A report `run` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// JUnit XML.
+    Junit,
+    /// The JSON report ([`crate::report::json`]).
+    Json,
+}
+
+impl RunArgs {
+    /// Usage problems no single flag shows: flags of another stack, values that contradict each other.
+    pub fn check(&self, timeouts: &Timeouts) -> Result<(), HarnessError> {
+        let kind = self.stack_kind();
+        let usage = |m: String| Err(HarnessError::Usage(m));
+        let scrape = std::time::Duration::from_millis(self.scrape_interval_ms);
+        if scrape >= timeouts.next_scrape {
+            return usage(format!(
+                "--scrape-interval-ms {}: every scenario waits at most {}s for a scrape, so the interval must be shorter",
+                self.scrape_interval_ms, timeouts.next_scrape.as_secs()));
+        }
+        let cluster_flags = [("--kubeconfig", self.kubeconfig.is_some()), ("--context", self.context.is_some()), ("--no-install", self.no_install)];
+        let given: Vec<&str> = cluster_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        if !given.is_empty() && !matches!(kind, StackKind::Kind | StackKind::Cluster) {
+            return usage(format!("{} only apply to a cluster (`--stack cluster` or `kind`), not the {kind} stack", given.join(", ")));
+        }
+        if self.keep && kind == StackKind::Endpoints {
+            return usage("--keep: the endpoints stack starts and removes nothing, so there is nothing to keep".into());
+        }
+        if self.reuse.is_some() && kind != StackKind::Kind {
+            return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
+        }
+        self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
+        self.reports().map(|_| ())
+    }
+
+    /// Usage problems of the flags with the scenarios they selected.
+    pub fn check_selection(&self, scenarios: &[Scenario]) -> Result<(), HarnessError> {
+        if self.stack_kind() == StackKind::Endpoints {
+            self.endpoints.check_scenario_count(scenarios.len()).map_err(HarnessError::Usage)?;
+        }
+        Ok(())
+    }
+
+    /// The stack these flags select: `--kubeconfig` turns the default `kind` into `cluster`.
+    pub fn stack_kind(&self) -> StackKind {
+        if self.kubeconfig.is_some() && self.stack == StackKind::Kind { StackKind::Cluster } else { self.stack }
+    }
+
+    /// Every report to write (`--junit` and each `--report FORMAT FILE`); an unknown format or one file twice is a usage error.
+    pub fn reports(&self) -> Result<Vec<(ReportFormat, PathBuf)>, HarnessError> {
+        let mut out: Vec<(ReportFormat, PathBuf)> = self.junit.iter().map(|p| (ReportFormat::Junit, p.clone())).collect();
+        for pair in self.report.chunks(2) {
+            let [format, file] = pair else { return Err(HarnessError::Usage("--report needs FORMAT FILE".into())) };
+            let format = match format.as_str() {
+                "json" => ReportFormat::Json,
+                "junit" => ReportFormat::Junit,
+                other => return Err(HarnessError::Usage(format!("--report {other:?}: the formats are `json` and `junit`"))),
+            };
+            out.push((format, PathBuf::from(file)));
+        }
+        for (i, (_, path)) in out.iter().enumerate() {
+            if out[..i].iter().any(|(_, p)| p == path) {
+                return Err(HarnessError::Usage(format!("two reports would be written to {}", path.display())));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Scenarios mostly wait for scrapes and Envoy's log flush (ModSecurity costs ~1 ms a request), so
+/// run 8 per CPU, at most 32: on 2 CPUs every shipped isolated scenario then runs in one wave.
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).min(16)
+    std::thread::available_parallelism().map(|n| n.get() * 8).unwrap_or(16).min(32)
 }
 
 /// Parses the command line and runs it; the result maps to the exit code.
 pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
     match cli.command {
-        Command::Validate { paths } => validate(paths),
+        Command::Validate { paths, profile: None, .. } => validate(paths),
+        Command::Validate { paths, profile: Some(profile), rendered, schemas } => validate_profile(paths, profile, rendered, &schemas),
         Command::Run(args) => run(args).await,
         Command::Up(args) => up(args).await,
         Command::Watch(args) => watch(args).await,
-        Command::Plan(args) => {
-            let scenarios = select_scenarios(&args.scenarios, &args.scenario)?;
-            let opts = stack_options(&args, Timeouts::default(), "plan".into());
-            let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
+        Command::Plan { run: args, schemas } => {
+            let timeouts = Timeouts::default();
+            args.check(&timeouts)?;
+            let scenarios = select_scenarios(&args.select)?;
+            args.check_selection(&scenarios)?;
+            let opts = stack_options(&args, timeouts, "plan".into());
+            if matches!(opts.kind, StackKind::Kind | StackKind::Cluster) {
+                let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
+                print!("{plan}");
+                return schema_verdict(crate::stack::kind::validate::check_plan(&plan, &schemas).map_err(HarnessError::classify)?);
+            }
+            let plan = crate::stack::describe::plan_text(&opts, &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
             Ok(())
         }
-        Command::Doctor { stack } => {
-            let report = crate::stack::kind::doctor::run_doctor(stack).await;
+        Command::Schema => {
+            print!("{}", scenario::schema::json_schema_text());
+            Ok(())
+        }
+        Command::List(args) => list(&args),
+        Command::Doctor { stack, online } => {
+            let report = crate::stack::kind::doctor::run_doctor(stack, online).await;
             print!("{report}");
+            if !online {
+                eprintln!("(checked offline; `waf-e2e doctor --online` also asks the release servers)");
+            }
             if report.ok() { Ok(()) } else { Err(HarnessError::Infrastructure(anyhow::anyhow!("prerequisites of the {stack} stack are missing (see above)"))) }
         }
         Command::ScrapeConfig(args) => {
@@ -208,26 +356,61 @@ fn validate(paths: Vec<PathBuf>) -> Result<(), HarnessError> {
     Ok(())
 }
 
-/// Loads the scenarios and keeps those matching any of `globs` (all when none is given).
-pub fn select_scenarios(paths: &[PathBuf], globs: &[String]) -> Result<Vec<Scenario>, HarnessError> {
-    Ok(select_scenario_files(paths, globs)?.into_iter().map(|(_, s)| s).collect())
+/// The offline schema check of every object a kind run of `profile` would apply, over every scenario.
+fn validate_profile(paths: Vec<PathBuf>, profile: String, rendered: PathBuf, schemas: &[PathBuf]) -> Result<(), HarnessError> {
+    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths };
+    let scenarios: Vec<Scenario> = scenario::load_paths(&paths)?.into_iter().map(|(_, s)| s).collect();
+    let opts = crate::stack::kind::ClusterOpts { profile, rendered, run_id: Some("validate".into()), ..Default::default() };
+    let plan = crate::stack::kind::plan::build_plan(&opts, &scenarios).map_err(HarnessError::classify)?;
+    println!("{} scenario file(s) valid", scenarios.len());
+    schema_verdict(crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?)
 }
 
-/// Like [`select_scenarios`], with the file each came from.
-pub fn select_scenario_files(paths: &[PathBuf], globs: &[String]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
-    let all = scenario::load_paths(paths)?;
-    let matchers = globs
-        .iter()
-        .map(|g| Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| HarnessError::Usage(format!("--scenario {g:?}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let selected: Vec<(PathBuf, Scenario)> = all
-        .into_iter()
-        .filter(|(_, s)| matchers.is_empty() || matchers.iter().any(|m| m.is_match(s.name())))
-        .collect();
+/// Prints a schema check's report; any problem is invalid input (exit 2).
+fn schema_verdict(report: crate::schema::Report) -> Result<(), HarnessError> {
+    print!("{report}");
+    match report.problems_as_invalid_input() {
+        Some(invalid) => Err(invalid.into()),
+        None => Ok(()),
+    }
+}
+
+/// The files `selected` came from (an attached stack reads each scenario from its file).
+pub fn scenario_files(args: &SelectArgs, selected: &[Scenario]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
+    let all = scenario::load_paths(&args.scenarios)?;
+    Ok(all.into_iter().filter(|(_, s)| selected.iter().any(|k| k.name() == s.name())).collect())
+}
+
+/// Loads the scenarios and keeps those the selection names; none kept is a usage error.
+pub fn select_scenarios(args: &SelectArgs) -> Result<Vec<Scenario>, HarnessError> {
+    let all = scenario::load_paths(&args.scenarios)?.into_iter().map(|(_, s)| s).collect();
+    let selection = args.selection();
+    let selected = selection.apply(all).map_err(HarnessError::Usage)?;
     if selected.is_empty() {
-        return Err(HarnessError::Usage(format!("no scenario matches {globs:?}")));
+        return Err(HarnessError::Usage(format!("no scenario matches {}", selection.describe())));
     }
     Ok(selected)
+}
+
+/// `waf-e2e list`: one line per selected scenario: name, tags, the capabilities it needs, exclusive or not.
+fn list(args: &SelectArgs) -> Result<(), HarnessError> {
+    let scenarios = select_scenarios(args)?;
+    let rows: Vec<[String; 4]> = scenarios
+        .iter()
+        .map(|s| {
+            let tags: Vec<&str> = s.tags.iter().map(|t| t.value.as_str()).collect();
+            let needs: Vec<String> = s.needs().into_iter().map(crate::stack::describe::capability_name).collect();
+            let runs = if s.exclusive { "alone" } else { "concurrently" };
+            [s.name().to_string(), tags.join(","), needs.join(","), runs.to_string()]
+        })
+        .collect();
+    let header = ["SCENARIO", "TAGS", "NEEDS", "RUNS"].map(String::from);
+    let widths: Vec<usize> = (0..4).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for row in [&header].into_iter().chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<(), HarnessError> {
@@ -235,21 +418,58 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         return Err(HarnessError::Usage(format!(
             "--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
     }
-    let files = select_scenario_files(&args.scenarios, &args.scenario)?;
-    let scenarios: Vec<Scenario> = files.iter().map(|(_, s)| s.clone()).collect();
     let timeouts = Timeouts::default();
+    args.check(&timeouts)?;
+    let reports = args.reports()?;
+    let scenarios = select_scenarios(&args.select)?;
+    args.check_selection(&scenarios)?;
     let run_id = format!("{:08x}", rand_u32());
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
     let kind = opts.kind;
     let progress = Progress::default();
+    // Directories of earlier runs that were killed (SIGKILL leaves no chance to clean up).
+    for removed in crate::rundir::sweep_runs() {
+        progress.note(&format!("removed {} (left by a run that is gone: killed or crashed)", removed.display()));
+    }
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();
     progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
+    let started_at = chrono::Local::now().fixed_offset();
     let started = std::time::Instant::now();
+    let mut info = RunInfo {
+        run_id: run_id.clone(),
+        stack: kind.to_string(),
+        profile: matches!(kind, StackKind::Kind | StackKind::Cluster).then(|| args.profile.clone()),
+        envoy_version: None,
+        filter: None,
+        hostname: report::hostname(),
+        started_at,
+        duration: std::time::Duration::ZERO,
+        interrupted: None,
+    };
     let stack = tokio::select! {
-        stack = start_or_attach(&args, &opts, &files, &scenarios, &progress) => stack.map_err(HarnessError::classify)?,
+        stack = start_or_attach(&args, &opts, &scenarios, &progress) => match stack {
+            Ok(stack) => stack,
+            Err(e) => {
+                let e = HarnessError::classify(e);
+                if let HarnessError::Infrastructure(why) = &e {
+                    info.duration = started.elapsed();
+                    let why = format!("the {kind} stack did not start: {why:#}");
+                    // A report that cannot be written is noted on stderr; the start failure stays the verdict.
+                    let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+                }
+                return Err(e);
+            }
+        },
         // Dropping the start stops and reaps whatever it had started.
-        signal = signals.recv() => return Err(HarnessError::Infrastructure(anyhow::anyhow!("interrupted by {signal} while the {kind} stack was starting"))),
+        signal = signals.recv() => {
+            info.duration = started.elapsed();
+            info.interrupted = Some(signal.to_string());
+            let why = format!("interrupted by {signal} while the {kind} stack was starting");
+            // A report that cannot be written is noted on stderr; the interruption stays the verdict.
+            let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+            return Err(HarnessError::Infrastructure(anyhow::anyhow!(why)));
+        }
     };
     progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
     let filter = stack.filter();
@@ -260,32 +480,55 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
             crate::envoy::AuditFlush::Timer => "audit wait: Envoy's own 10 s log flush, as in a cluster (--audit-flush timer)".to_string(),
         });
     }
-    let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()) };
-    let outcomes = tokio::select! {
-        outcomes = runner::run_all(stack.as_ref(), &scenarios, &run_opts, &progress) => outcomes,
-        signal = signals.recv() => {
-            progress.note(&format!("{signal}: stopping; cleaning up the {kind} stack"));
-            let cleanup = stack.shutdown().await;
-            return Err(HarnessError::Infrastructure(match cleanup {
-                Ok(()) => anyhow::anyhow!("interrupted by {signal}"),
-                Err(e) => anyhow::anyhow!("interrupted by {signal}; cleanup failed: {e:#}"),
-            }));
-        }
-    };
+    let facts = stack.facts();
+    info.profile = facts.profile.or(info.profile);
+    info.envoy_version = facts.envoy_version;
+    info.filter = facts.filter;
+    let run_opts = RunOptions { run_id, jobs: args.jobs, timeouts, diagnostics_dir: Some(args.diagnostics_dir.clone()), fail_fast: args.fail_fast };
+    let interrupt = async { signals.recv().await.to_string() };
+    let result = runner::run_until(stack.as_ref(), &scenarios, &run_opts, &progress, interrupt).await;
+    if let Some(signal) = &result.interrupted {
+        progress.note(&format!("{signal}: stopping; cleaning up the {kind} stack"));
+    }
     let shutdown = stack.shutdown().await;
+    let outcomes = result.outcomes;
     print!("{}", report::summary_table(&outcomes));
-    if let Some(path) = &args.junit {
-        report::write_junit(path, &kind.to_string(), &outcomes).map_err(HarnessError::Infrastructure)?;
+    info.duration = started.elapsed();
+    info.interrupted = result.interrupted.clone();
+    let written = write_reports(&reports, &info, &outcomes, &progress);
+    if let Some(signal) = result.interrupted {
+        return Err(HarnessError::Infrastructure(match shutdown {
+            Ok(()) => anyhow::anyhow!("interrupted by {signal}"),
+            Err(e) => anyhow::anyhow!("interrupted by {signal}; cleanup failed: {e:#}"),
+        }));
     }
     report::exit_verdict(&outcomes)?;
+    written.map_err(HarnessError::Infrastructure)?;
     shutdown.map_err(|e| HarnessError::Infrastructure(e.context("stack shutdown")))
+}
+
+/// Writes every requested report; each failure is noted, and the first is returned.
+fn write_reports(reports: &[(ReportFormat, PathBuf)], info: &RunInfo, outcomes: &[Outcome], progress: &Progress) -> anyhow::Result<()> {
+    let mut first = Ok(());
+    for (format, path) in reports {
+        let written = match format {
+            ReportFormat::Junit => report::write_junit(path, info, outcomes),
+            ReportFormat::Json => report::write_json(path, info, outcomes),
+        };
+        if let Err(e) = written {
+            progress.note(&format!("{e:#}"));
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 /// The stack options `run` and `plan` derive from the same flags; `--kubeconfig` implies the cluster stack.
 fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOptions {
-    let kind = if args.kubeconfig.is_some() && args.stack == StackKind::Kind { StackKind::Cluster } else { args.stack };
     StackOptions {
-        kind,
+        kind: args.stack_kind(),
         rendered: args.rendered.clone(),
         scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
         timeouts,
@@ -300,6 +543,7 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         waf_wasm: args.waf_wasm.clone(),
         waf_flavour: args.waf_flavour.clone(),
         audit_flush: args.audit_flush,
+        endpoints: args.endpoints.clone(),
     }
 }
 
@@ -333,14 +577,15 @@ fn rand_u32() -> u32 {
 }
 
 /// The stack of a run: a fresh one, or with `--attach` the one `waf-e2e up` keeps (the run's render applied to it).
-async fn start_or_attach(args: &RunArgs, opts: &StackOptions, files: &[(PathBuf, Scenario)], scenarios: &[Scenario], progress: &Progress) -> anyhow::Result<Box<dyn stack::Stack>> {
+async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scenario], progress: &Progress) -> anyhow::Result<Box<dyn stack::Stack>> {
     if !args.attach {
         return stack::start(opts, scenarios).await;
     }
     #[cfg(feature = "reference-proxy")]
     {
         let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
-        let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, files, opts.timeouts.scenario).await?;
+        let files = scenario_files(&args.select, scenarios)?;
+        let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, &files, opts.timeouts.scenario).await?;
         progress.note(&format!("attached to `waf-e2e up` ({}); {}", state.display(),
             if remote.render_changes.is_empty() { "the render is unchanged".to_string() } else { remote.render_changes.join("; ") }));
         Ok(Box::new(remote))
@@ -388,12 +633,11 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
 async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
     let opts = crate::attach::watch::WatchOptions {
         local: local_options(&args.local),
-        scenario_paths: args.scenarios.clone(),
-        globs: args.scenario.clone(),
+        select: args.select.clone(),
         jobs: args.jobs,
         diagnostics_dir: args.diagnostics_dir.clone(),
     };
-    select_scenario_files(&opts.scenario_paths, &opts.globs)?;
+    select_scenarios(&opts.select)?;
     let mut signals = Signals::register();
     crate::attach::watch::watch(&opts, signals.recv(), print_now).await.map_err(HarnessError::classify)
 }

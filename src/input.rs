@@ -1,6 +1,8 @@
 //! Reading YAML input (scenarios, rendered resources, profiles): file discovery and serde-saphyr
 //! errors turned into located problems naming file, line, column and field.
 
+pub mod tree;
+
 use crate::error::{InputLocation, InputProblem};
 use serde_saphyr::Location;
 use std::path::{Path, PathBuf};

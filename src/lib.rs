@@ -2,9 +2,12 @@
 //!
 //! Layout: `scenario` (the model), `rendered` (the resources under test and the PodMonitor
 //! translation), `profile` (what a stack installs and each scenario's WAF policy template), `stack`
-//! (where scenarios run: local, kind, existing cluster), `proxy` (the
-//! local stack's reference proxy, a stand-in for Envoy + the WAF filter), `assert` (the
+//! (where scenarios run: local, kind, existing cluster, endpoints), `envoy` (a real Envoy configured
+//! as Envoy Gateway configures its proxies), `waf` (the reference WAF service the stand-in filter
+//! calls), `filter` (proxy-wasm modules built from C: the stand-in filter), `assert` (the
 //! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
+//!
+//! References such as "design 1.2" in comments are to the sections of `docs/design.md`.
 
 #![warn(missing_docs)]
 
@@ -26,6 +29,7 @@ pub mod profile;
 pub mod prometheus;
 pub mod rendered;
 pub mod report;
+pub mod rundir;
 pub mod runner;
 pub mod scenario;
 pub mod schema;

@@ -59,6 +59,8 @@ pub struct Timeouts {
     pub audit_reader_running: Duration,
     /// A record reaches Envoy's `--log-path` file (Envoy flushes it every 10 s by default, design 1.2).
     pub envoy_log_flushed: Duration,
+    /// One run of the endpoints stack's `--audit-command`.
+    pub audit_command: Duration,
 }
 
 impl Default for Timeouts {
@@ -93,6 +95,7 @@ impl Default for Timeouts {
             namespace_deleted: s(120),
             audit_reader_running: s(120),
             envoy_log_flushed: s(15),
+            audit_command: s(30),
         }
     }
 }

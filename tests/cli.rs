@@ -68,7 +68,7 @@ fn an_unknown_decision_value_exits_2() {
     let out = waf_e2e(&["validate", &file]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("{file}:13:")) && err.contains("field `decision`") && err.contains("allowed"), "{err}");
+    assert!(err.contains(&format!("{file}:13:")) && err.contains("field `expect.decisions[0].decision`") && err.contains("allowed"), "{err}");
 }
 
 #[test]
@@ -86,6 +86,31 @@ fn duplicate_scenario_names_and_empty_traffic_are_each_reported() {
 }
 
 #[test]
+fn three_independent_problems_of_one_file_are_all_reported_each_located() {
+    let text = VALID
+        .replace("  mode: On\n", "  mode: Block\n")
+        .replace("    path: /\n", "    path: /\n    retries: 3\n")
+        .replace("    expect_status: 200\n", "    expect_status: two hundred\n");
+    let (_dir, file, err) = invalid("three.yaml", &text);
+    assert!(err.contains("(3 problem(s))"), "{err}");
+    for expected in [
+        format!("{file}:4:9: field `policy.mode`: \"Block\" is not one of \"On\", \"DetectionOnly\""),
+        format!("{file}:10:5: field `traffic[0].retries`: unknown field"),
+        format!("{file}:11:20: field `traffic[0].expect_status`: \"two hundred\" is not of type \"integer\""),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_field_is_reported_beside_an_unknown_one() {
+    let text = VALID.replace("    expect_status: 200\n", "    status: 200\n");
+    let (_dir, file, err) = invalid("missing.yaml", &text);
+    assert!(err.contains(&format!("{file}:8:5: field `traffic[0].expect_status`: missing")), "{err}");
+    assert!(err.contains(&format!("{file}:10:5: field `traffic[0].status`: unknown field")), "{err}");
+}
+
+#[test]
 fn a_yaml_syntax_error_exits_2_with_its_location() {
     let (_dir, file, err) = invalid("syntax.yaml", "name: [unclosed\npolicy: {\n");
     assert!(err.contains(&format!("{file}:")), "{err}");
@@ -99,13 +124,13 @@ fn an_unknown_subcommand_exits_2() {
 #[test]
 fn a_wrong_type_exits_2_naming_file_line_and_field() {
     let (_dir, file, err) = invalid("type.yaml", &VALID.replace("    expect_status: 200\n", "    expect_status: ok\n"));
-    assert!(err.contains(&format!("{file}:10:")) && err.contains("field `expect_status`"), "{err}");
+    assert!(err.contains(&format!("{file}:10:")) && err.contains("field `traffic[0].expect_status`"), "{err}");
 }
 
 #[test]
 fn a_wrong_type_for_the_mode_exits_2_naming_file_line_and_field() {
     let (_dir, file, err) = invalid("mode.yaml", &VALID.replace("  mode: On\n", "  mode: [On]\n"));
-    assert!(err.contains(&format!("{file}:4:")) && err.contains("field `mode`"), "{err}");
+    assert!(err.contains(&format!("{file}:4:")) && err.contains("field `policy.mode`"), "{err}");
 }
 
 /// A scenario whose second directive has no `id`, which ModSecurity refuses to load.

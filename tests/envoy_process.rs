@@ -30,6 +30,10 @@ async fn start(run: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> EnvoyPr
     let set = RenderedSet::load(root().join("fixtures/rendered")).unwrap();
     let doc = set.documents.iter().find(|d| d.kind == "EnvoyProxy").unwrap();
     let launch = ProxyLaunch::from_envoyproxy(doc, run).unwrap_or_else(|e| panic!("{e}"));
+    start_with(run, launch, extra_clusters).await
+}
+
+async fn start_with(run: &Path, launch: ProxyLaunch, extra_clusters: Vec<(String, SocketAddr)>) -> EnvoyProcess {
     let opts = EnvoyOptions {
         binary: envoy_binary(),
         run_dir: run.to_path_buf(),
@@ -91,7 +95,8 @@ fn counter_module(cache: &Path) -> PathBuf {
 async fn envoy_starts_serves_its_own_stats_on_the_metrics_listener_and_stops_without_a_trace() {
     let run = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let envoy = start(run.path(), vec![]).await;
+    let waf_service: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let envoy = start(run.path(), vec![("waf_e2e_reference_waf".into(), waf_service)]).await;
     eprintln!("MEASURE envoy start to ready: {:?}", started.elapsed());
     assert_eq!(envoy.version(), "1.37.0");
     let text = prometheus_text(&envoy).await;
@@ -102,6 +107,8 @@ async fn envoy_starts_serves_its_own_stats_on_the_metrics_listener_and_stops_wit
     let other = reqwest::get(format!("http://{}/stats", envoy.metrics_addr().unwrap())).await.unwrap();
     assert_eq!(other.status(), 404);
     assert_eq!(get(&envoy, "nothing.example", "r0").await, 404, "no routes yet");
+    assert_eq!(envoy.counter("cluster.waf_e2e_reference_waf.membership_total").await.unwrap(), Some(1), "the caller's static cluster");
+    assert_eq!(envoy.counter("cluster.no_such_cluster.membership_total").await.unwrap(), None);
     let pid = envoy.pid();
     assert!(process_exists(pid));
     envoy.stop().await.unwrap();
@@ -128,6 +135,8 @@ async fn an_external_filter_counts_and_logs_each_request_and_routes_change_witho
     let text = prometheus_text(&envoy).await;
     assert!(text.lines().any(|l| l == "external_filter_requests{} 1"), "{}",
         text.lines().filter(|l| l.contains("external_filter")).collect::<Vec<_>>().join("\n"));
+    // Admin names a filter's counter with Envoy's internal `wasmcustom.` prefix; the exposition drops it.
+    assert_eq!(envoy.counter("wasmcustom.external_filter.requests").await.unwrap(), Some(1));
 
     // A second route, without the filter: applied in place, and the filter runs only on its own route.
     let route_b = RouteSpec { name: "httproute/shop/b/rule/0".into(), host: "b.example".into(), backend, wasm: vec![] };
@@ -231,5 +240,118 @@ async fn reopen_logs_writes_a_filters_log_line_at_once_without_waiting_for_the_t
     assert!(has_line("req-flush-1"), "the filter's line is not in {} after flush_now", log.display());
     assert_eq!(flushes(&envoy).await, timer_before, "Envoy's timer flushed meanwhile: this run proves nothing");
     assert!(took < Duration::from_secs(2), "{took:?}");
+    envoy.stop().await.unwrap();
+}
+
+/// The fixture EnvoyProxy with `spec.telemetry` added, translated for `run`.
+fn launch_with_telemetry(run: &Path, telemetry: serde_json::Value) -> ProxyLaunch {
+    let set = RenderedSet::load(root().join("fixtures/rendered")).unwrap();
+    let mut doc = set.documents.into_iter().find(|d| d.kind == "EnvoyProxy").unwrap();
+    doc.value["spec"]["telemetry"] = telemetry;
+    ProxyLaunch::from_envoyproxy(&doc, run).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stats_matcher_from_the_envoyproxy_leaves_only_the_stats_it_includes() {
+    let run = tempfile::tempdir().unwrap();
+    let launch = launch_with_telemetry(run.path(), json!({"metrics": {"matches": [{"type": "Prefix", "value": "server."}]}}));
+    let envoy = start_with(run.path(), launch, vec![]).await;
+    let text = prometheus_text(&envoy).await;
+    let names: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    assert!(names.contains("envoy_server_live"), "{names:?}");
+    let others: Vec<&&str> = names.iter().filter(|n| !n.starts_with("envoy_server_")).collect();
+    assert!(others.is_empty(), "stats outside the inclusion list: {others:?}");
+    // The lds/cds stats are hidden now: updates are still confirmed (from /config_dump), refusals too.
+    assert_eq!(envoy.counter("listener_manager.lds.update_success").await.unwrap(), None);
+    let backend = backend().await;
+    let route = RouteSpec { name: "httproute/shop/a/rule/0".into(), host: "a.example".into(), backend, wasm: vec![] };
+    envoy.set_routes(std::slice::from_ref(&route)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(get(&envoy, "a.example", "a").await, 200);
+    let missing_module = counter_filter("p", json!({}), &run.path().join("missing.wasm"));
+    let err = format!("{:#}", envoy.set_routes(&[RouteSpec { wasm: missing_module, ..route }]).await.unwrap_err());
+    assert!(err.contains("Envoy refused lds.json") && !err.contains("no reason in /config_dump"), "{err}");
+    envoy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoyproxy_that_disables_prometheus_gets_no_metrics_listener() {
+    let run = tempfile::tempdir().unwrap();
+    let launch = launch_with_telemetry(run.path(), json!({"metrics": {"prometheus": {"disable": true}}}));
+    let envoy = start_with(run.path(), launch, vec![]).await;
+    assert_eq!(envoy.metrics_addr(), None);
+    let listeners = envoy.counter("listener_manager.total_listeners_active").await.unwrap();
+    assert_eq!(listeners, Some(1), "only the gateway listener");
+    envoy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_that_dies_is_reported_with_its_exit_status_and_log_and_drop_reaps_it() {
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start(run.path(), vec![]).await;
+    let pid = envoy.pid();
+    envoy.health().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let err = wait::until("health to report the exit", Duration::from_secs(5), || async {
+        Ok(match envoy.health() {
+            Ok(()) => Check::NotYet("still healthy".into()),
+            Err(e) => Check::Met(format!("{e:#}")),
+        })
+    })
+    .await
+    .unwrap();
+    assert!(err.contains(&format!("Envoy (pid {pid}) exited")) && err.contains("SIGKILL") && err.contains("envoy.stderr.log"), "{err}");
+    let routes = [RouteSpec { name: "httproute/shop/a/rule/0".into(), host: "a".into(), backend: "127.0.0.1:9".parse().unwrap(), wasm: vec![] }];
+    let update = format!("{:#}", envoy.set_routes(&routes).await.unwrap_err());
+    assert!(update.contains("exited"), "{update}");
+
+    let run = tempfile::tempdir().unwrap();
+    let dropped = start(run.path(), vec![]).await.pid();
+    assert!(!process_exists(dropped), "a dropped EnvoyProcess leaves no process (pid {dropped})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_route_updates_are_applied_one_after_the_other() {
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start(run.path(), vec![]).await;
+    let backend = backend().await;
+    let route = |n: &str| RouteSpec { name: format!("httproute/shop/{n}/rule/0"), host: format!("{n}.example"), backend, wasm: vec![] };
+    let (a, b) = (vec![route("a")], vec![route("a"), route("b")]);
+    let (ra, rb) = tokio::join!(envoy.set_routes(&a), envoy.set_routes(&b));
+    ra.unwrap();
+    rb.unwrap();
+    let served_b = get(&envoy, "b.example", "b").await;
+    assert_eq!(get(&envoy, "a.example", "a").await, 200);
+    // Whichever update ran last is the configuration in force, whole.
+    let applied = envoy.admin().stats(r"^listener_manager\.lds\.version_text$").await.unwrap();
+    assert_eq!(applied["listener_manager.lds.version_text"], "3", "two updates after the initial version 1");
+    assert!(served_b == 200 || served_b == 404, "{served_b}");
+    envoy.stop().await.unwrap();
+}
+
+/// Why traffic must use a fresh connection per request (the runner's concern): a listener update
+/// leaves connections opened before it on the previous configuration until they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_an_update_serves_its_next_request_with_the_old_routes_then_closes() {
+    let run = tempfile::tempdir().unwrap();
+    let envoy = start(run.path(), vec![]).await;
+    let backend = backend().await;
+    let route = |n: &str| RouteSpec { name: format!("httproute/shop/{n}/rule/0"), host: format!("{n}.example"), backend, wasm: vec![] };
+    envoy.set_routes(&[route("a")]).await.unwrap();
+    let pooled = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = format!("http://{}/x", envoy.gateway_addr());
+    let send = |host: &'static str| {
+        let request = pooled.get(&url).header("host", host).send();
+        async move {
+            let r = request.await.unwrap();
+            let close = r.headers().get("connection").is_some_and(|v| v == "close");
+            (r.status().as_u16(), close)
+        }
+    };
+    assert_eq!(send("a.example").await, (200, false));
+    envoy.set_routes(&[route("a"), route("b")]).await.unwrap();
+    assert_eq!(send("b.example").await, (404, true), "the old connection still has the routes before the update");
+    assert_eq!(send("b.example").await, (200, false), "a new connection has the new routes");
+    assert_eq!(get(&envoy, "b.example", "fresh").await, 200);
     envoy.stop().await.unwrap();
 }

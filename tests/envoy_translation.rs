@@ -189,3 +189,32 @@ fn unsupported_policy_fields_are_named_with_their_path() {
         assert!(err.contains(&format!("{file}: field `{field}`")), "{field}: {err}");
     }
 }
+
+#[test]
+fn the_equals_form_of_a_log_path_is_mapped_into_the_run_too() {
+    let (dir, launch) = translate_edited(|t| t.replace("    - --log-path\n    - /access_logs/envoy.log\n", "    - --log-path=/access_logs/audit/envoy.log\n"));
+    let launch = launch.unwrap();
+    let log = dir.path().join("run/access-logs/audit/envoy.log");
+    assert_eq!(launch.args.last().unwrap(), &format!("--log-path={}", log.display()));
+    assert_eq!(launch.log_path, Some(log));
+    assert_eq!(launch.collector_path(), Some(dir.path().join("run/access-logs/envoy.log")), "the collector still reads envoy.log");
+}
+
+#[test]
+fn an_extra_argument_that_envoy_gateway_or_the_harness_sets_is_refused() {
+    let (_d, result) = translate_edited(|t| t.replace("  extraArgs:\n", "  extraArgs:\n    - --base-id\n    - \"7\"\n"));
+    let err = result.unwrap_err();
+    assert!(err.contains("field `spec.extraArgs[0]`: `--base-id` is set by Envoy Gateway / the harness"), "{err}");
+}
+
+#[test]
+fn without_a_volume_at_access_logs_there_is_no_collector_file() {
+    let (_d, launch) = translate_edited(|t| {
+        t.replace("    - /access_logs/envoy.log\n", "    - /data/envoy.log\n").replace("mountPath: /access_logs", "mountPath: /data")
+    });
+    let launch = launch.unwrap();
+    assert!(launch.log_path.is_some());
+    assert_eq!(launch.collector_path(), None, "Envoy writes /data/envoy.log; the collector tails /access_logs/envoy.log");
+    assert_eq!(ProxyLaunch::envoy_gateway_defaults().args,
+        ["--log-level", "warn", "--cpuset-threads", "--drain-strategy", "immediate", "--component-log-level", "misc:error", "--drain-time-s", "60"]);
+}

@@ -98,7 +98,7 @@ async fn run_with_fault(fault: Fault, faults: Faults) -> Vec<Outcome> {
     let prometheus_dir = stack.prometheus_dir().await.expect("Prometheus runs").display().to_string();
     let stack = FaultBeforeTraffic { inner: stack, fault };
     let scenarios = [common::scenario("sqli-blocked.yaml"), common::scenario("xss-blocked.yaml")];
-    let run = RunOptions { run_id: "fault".into(), jobs: 2, timeouts: Timeouts::default(), diagnostics_dir: None };
+    let run = RunOptions { run_id: "fault".into(), jobs: 2, timeouts: Timeouts::default(), diagnostics_dir: None, fail_fast: false };
     let outcomes = tokio::time::timeout(FAULT_BOUND, runner::run_all(&stack, &scenarios, &run, &Progress { quiet: true })).await;
     // Shut down before asserting, so a failed assertion leaves nothing running either.
     let shutdown = stack.shutdown().await;

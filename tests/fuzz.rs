@@ -19,9 +19,11 @@ fn config() -> Config {
 /// The shipped scenario files, the seeds for mutation.
 fn scenario_seeds() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut seeds: Vec<String> = std::fs::read_dir(&dir)
+    // The scenario files only (scenarios/ also holds their JSON Schema).
+    let mut seeds: Vec<String> = waf_e2e::input::yaml_files(&dir)
         .expect("read scenarios/")
-        .map(|e| std::fs::read_to_string(e.expect("dir entry").path()).expect("read a scenario"))
+        .into_iter()
+        .map(|path| std::fs::read_to_string(path).expect("read a scenario"))
         .collect();
     seeds.sort();
     seeds

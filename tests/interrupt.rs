@@ -22,11 +22,7 @@ async fn interrupt_mid_run(signal: Signal, name: &str) {
     assert_eq!(status.code(), Some(3), "{}\n{stderr}", run.stdout());
     assert!(stderr.contains(&format!("interrupted by {name}")), "{stderr}");
     common::assert_no_process(&run.marker());
-    let left: Vec<String> = std::fs::read_dir(run.tmp.path())
-        .expect("read the run's TMPDIR")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.starts_with("waf-e2e-"))
-        .collect();
+    let left = common::leftovers(run.tmp.path());
     assert!(left.is_empty(), "temporary directories left behind: {left:?}");
 }
 
@@ -51,6 +47,6 @@ async fn sigint_while_the_stack_starts_exits_3_and_leaves_no_process_or_temporar
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
     common::assert_no_process(&run.marker());
-    let left = std::fs::read_dir(run.tmp.path()).expect("read TMPDIR").count();
-    assert_eq!(left, 0, "temporary directories left behind");
+    let left = common::leftovers(run.tmp.path());
+    assert!(left.is_empty(), "temporary directories left behind: {left:?}");
 }

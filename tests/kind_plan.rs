@@ -164,3 +164,23 @@ fn each_rendered_file_is_applied_as_one_step_listing_its_objects_in_order() {
         ]
     );
 }
+
+#[test]
+fn the_oss_plan_of_the_shipped_rendered_set_creates_the_tier_the_namespaces_and_the_later_deny() {
+    let cache = tempfile::tempdir().unwrap();
+    let shipped = waf_e2e::scenario::load_paths(&[PathBuf::from("scenarios")]).unwrap().into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+    let o = ClusterOpts { rendered: PathBuf::from("fixtures/rendered"), ..opts(cache.path()) };
+    let plan = build_plan(&o, &shipped).unwrap();
+    let text = plan.to_string();
+    let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in the plan:\n{text}"));
+    let tier = position("Tier allow-tigera");
+    let deny = position("GlobalNetworkPolicy waf-e2e-deny.proxy-metrics");
+    let namespaces = position("server-side apply namespaces envoy-gateway-system, tigera-prometheus");
+    let rendered_policy = position("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics");
+    assert!(tier < rendered_policy && deny < rendered_policy && namespaces < rendered_policy, "tier, deny and namespaces come first:\n{text}");
+    position("Prometheus tigera-prometheus/waf-e2e");
+    position("pod prometheus-waf-e2e-0 in tigera-prometheus");
+    let scenario_yaml: String = plan.steps.iter().filter_map(|s| match s { PlanStep::Scenario { objects, .. } => Some(objects.yaml.clone()), _ => None }).collect();
+    assert!(scenario_yaml.contains("SecAuditLogParts ABIJDEFHKZ"), "{scenario_yaml}");
+    assert!(!text.contains("wasmserial") && !scenario_yaml.contains("wasmserial"));
+}

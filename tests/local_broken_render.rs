@@ -85,7 +85,7 @@ async fn a_filter_the_harness_did_not_write_loads_through_waf_wasm_and_counts() 
     let stack = LocalStack::start(&opts).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
     assert_eq!(stack.filter().flavour, "custom-counter");
     let scenario = common::scenario("benign-traffic.yaml");
-    let run = waf_e2e::runner::RunOptions { run_id: "ext".into(), jobs: 1, timeouts: opts.timeouts.clone(), diagnostics_dir: None };
+    let run = waf_e2e::runner::RunOptions { run_id: "ext".into(), jobs: 1, timeouts: opts.timeouts.clone(), diagnostics_dir: None, fail_fast: false };
     let outcomes = waf_e2e::runner::run_all(&stack, &[scenario], &run, &waf_e2e::report::Progress { quiet: true }).await;
     let raw = stack.raw_stats().await;
     stack.shutdown().await.expect("stop the local stack");

@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use waf_e2e::audit::parse_line;
 use waf_e2e::timeouts::Timeouts;
+use waf_e2e::waf::protocol::{self, encode_header_map};
 use waf_e2e::waf::{Faults, ReferenceWaf, CALLOUT_CLUSTER};
 use waf_e2e::wait::{until, Check};
 
 const DEFAULT_ENVOY: &str = "/tmp/envoytry/site/envoy/_bin/envoy";
 const VM_ID: &str = "envoyextensionpolicy/shop/block-sqli/wasm/0";
+const DETECT_VM_ID: &str = "envoyextensionpolicy/shop/detect-sqli/wasm/0";
 
 fn envoy_binary() -> PathBuf {
     let path = std::env::var_os("WAF_E2E_ENVOY").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ENVOY));
@@ -35,21 +37,30 @@ fn free_port() -> u16 {
 }
 
 /// The plugin configuration the policy template gives coraza-proxy-wasm (with messages in the record).
-fn plugin_config() -> String {
+fn plugin_config(policy: &str, mode: &str) -> String {
     json!({
         "directives_map": {"default": [
-            "Include @recommended-conf", "SecRuleEngine On", "SecAuditEngine RelevantOnly", "SecAuditLogParts ABIJDEFHKZ",
+            "Include @recommended-conf", format!("SecRuleEngine {mode}"), "SecAuditEngine RelevantOnly", "SecAuditLogParts ABIJDEFHKZ",
             "Include @crs-setup-conf", "Include @owasp_crs/*.conf"
         ]},
         "default_directives": "default",
-        "metric_labels": {"policy": "block-sqli", "namespace": "shop"}
+        "metric_labels": {"policy": policy, "namespace": "shop"}
     })
     .to_string()
+}
+
+/// A wasm filter of the stand-in: its plugin name, VM id and configuration.
+struct Plugin<'a> {
+    module: &'a Path,
+    name: &'a str,
+    vm_id: &'a str,
+    config: String,
 }
 
 /// Where everything listens.
 struct Ports {
     filtered: u16,
+    detect: u16,
     unfiltered: u16,
     admin: u16,
     backend: SocketAddr,
@@ -63,16 +74,16 @@ fn static_cluster(name: &str, addr: SocketAddr) -> serde_json::Value {
     })
 }
 
-fn listener(name: &str, port: u16, wasm: Option<(&Path, &str)>) -> serde_json::Value {
+fn listener(name: &str, port: u16, wasm: Option<Plugin<'_>>) -> serde_json::Value {
     let mut filters = Vec::new();
-    if let Some((module, config)) = wasm {
+    if let Some(Plugin { module, name: plugin, vm_id, config }) = wasm {
         filters.push(json!({
             "name": "envoy.filters.http.wasm",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": {
-                    "name": "block-sqli", "root_id": "",
-                    "vm_config": {"vm_id": VM_ID, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": module.display().to_string()}}},
+                    "name": plugin, "root_id": "",
+                    "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": module.display().to_string()}}},
                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
                     "fail_open": false
                 }
@@ -95,13 +106,19 @@ fn listener(name: &str, port: u16, wasm: Option<(&Path, &str)>) -> serde_json::V
     })
 }
 
-/// The minimal static bootstrap: a listener with the stand-in, one without (latency baseline), the
-/// backend and reference WAF clusters, admin on loopback.
-fn envoy_config(ports: &Ports, module: &Path, config: &str) -> serde_json::Value {
+/// The minimal static bootstrap: a listener with the stand-in blocking, one with it in DetectionOnly,
+/// one without (latency baseline), the backend and reference WAF clusters, admin on loopback.
+fn envoy_config(ports: &Ports, module: &Path) -> serde_json::Value {
+    let block = Plugin { module, name: "block-sqli", vm_id: VM_ID, config: plugin_config("block-sqli", "On") };
+    let detect = Plugin { module, name: "detect-sqli", vm_id: DETECT_VM_ID, config: plugin_config("detect-sqli", "DetectionOnly") };
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
         "static_resources": {
-            "listeners": [listener("filtered", ports.filtered, Some((module, config))), listener("unfiltered", ports.unfiltered, None)],
+            "listeners": [
+                listener("filtered", ports.filtered, Some(block)),
+                listener("detect", ports.detect, Some(detect)),
+                listener("unfiltered", ports.unfiltered, None)
+            ],
             "clusters": [static_cluster("backend", ports.backend), static_cluster(CALLOUT_CLUSTER, ports.waf)]
         }
     })
@@ -126,7 +143,7 @@ impl Envoy {
     async fn start(ports: &Ports, module: &Path) -> Result<Envoy> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("envoy.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&envoy_config(ports, module, &plugin_config()))?)?;
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&envoy_config(ports, module))?)?;
         let log = dir.path().join("envoy.log");
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
         let mut cmd = Command::new(envoy_binary());
@@ -228,7 +245,7 @@ async fn stack() -> (ReferenceWaf, Seen, Envoy, Ports) {
     let waf = ReferenceWaf::start(Faults::default()).unwrap();
     let seen = Seen::default();
     let backend = start_backend(seen.clone()).await;
-    let ports = Ports { filtered: free_port(), unfiltered: free_port(), admin: free_port(), backend, waf: waf.addr() };
+    let ports = Ports { filtered: free_port(), detect: free_port(), unfiltered: free_port(), admin: free_port(), backend, waf: waf.addr() };
     let envoy = Envoy::start(&ports, &module).await.unwrap();
     // The module file is read at start; the directory can go.
     drop(module_dir);
@@ -236,6 +253,7 @@ async fn stack() -> (ReferenceWaf, Seen, Envoy, Ports) {
 }
 
 const BLOCKED_GET: &str = "waf_filter_tx_interruptions_ruleid_949110_phase_http_response_headers_policy_block_sqli_namespace_shop";
+const WOULD_BLOCK_GET: &str = "waf_filter_tx_would_block_ruleid_949110_phase_http_response_headers_namespace_shop_policy_detect_sqli";
 const BLOCKED_POST: &str = "waf_filter_tx_interruptions_ruleid_949110_phase_http_request_body_policy_block_sqli_namespace_shop";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +298,14 @@ async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_was
     assert_ne!(seen.get("sqli-post-one-write"), Some(true), "the backend never receives a blocked body");
     envoy.wait_counter("waf_filter_tx_total", 4).await.unwrap();
 
+    // DetectionOnly: answered by the backend, counted as would_block, its record logged at the last stage.
+    let detected = http.get(format!("http://127.0.0.1:{}/search?id=1'%20OR%20'1'='1", ports.detect)).header("x-waf-e2e-id", "sqli-detect").send().await.unwrap();
+    assert_eq!(detected.status(), 200);
+    assert_eq!(detected.text().await.unwrap(), "ok\n", "the backend's answer passes through");
+    envoy.wait_counter(WOULD_BLOCK_GET, 1).await.unwrap();
+    assert_eq!(seen.get("sqli-detect"), Some(true));
+    envoy.wait_counter("waf_filter_tx_total", 5).await.unwrap();
+
     // Envoy flushes --log-path every 10 s: poll for both records.
     let log = envoy.log.clone();
     let records = until("the blocked requests' AuditLog lines in Envoy's log file", Timeouts::default().envoy_log_flushed, || {
@@ -287,19 +313,26 @@ async fn the_stand_in_in_real_envoy_counts_blocks_and_logs_like_coraza_proxy_was
         async move {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<_> = text.lines().filter_map(parse_line).collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(if lines.len() >= 3 { Check::Met((lines, text)) } else { Check::NotYet(format!("{} audit lines", lines.len())) })
+            Ok(if lines.len() >= 4 { Check::Met((lines, text)) } else { Check::NotYet(format!("{} audit lines", lines.len())) })
         }
     })
     .await
     .unwrap();
     let (lines, text) = records;
-    assert_eq!(lines.len(), 3, "one record per decision, none for the benign request:\n{text}");
-    for (line, id) in lines.iter().zip(["sqli-get", "sqli-post", "sqli-post-one-write"]) {
-        assert_eq!(line.vm, VM_ID, "{text}");
-        assert_eq!(line.record.request_header("x-waf-e2e-id"), Some(id));
-        assert_eq!(line.record.transaction.response.status, 403);
-        assert!(line.record.transaction.is_interrupted);
-        assert!(line.record.rule_ids().contains(&949110), "{:?}", line.record.rule_ids());
+    assert_eq!(lines.len(), 4, "one record per decision, none for the benign request:\n{text}");
+    let by_id = |id: &str| lines.iter().find(|l| l.record.request_header("x-waf-e2e-id") == Some(id)).unwrap_or_else(|| panic!("no record for {id}:\n{text}"));
+    for id in ["sqli-get", "sqli-post", "sqli-post-one-write", "sqli-detect"] {
+        let line = by_id(id);
+        let blocking = id != "sqli-detect";
+        assert_eq!(line.vm, if blocking { VM_ID } else { DETECT_VM_ID }, "{text}");
+        assert_eq!(line.record.transaction.response.status, if blocking { 403 } else { 200 }, "{id}");
+        assert_eq!(line.record.transaction.is_interrupted, blocking, "{id}");
+        assert_eq!(line.record.transaction.producer.rule_engine, if blocking { "On" } else { "DetectionOnly" }, "{id}");
+        assert!(line.record.rule_ids().contains(&949110), "{id}: {:?}", line.record.rule_ids());
+        // From the properties source.address and destination.address.
+        assert_eq!(line.record.transaction.client_ip, "127.0.0.1");
+        assert_ne!(line.record.transaction.client_port, 0);
+        assert_eq!(line.record.transaction.host_port, i64::from(if blocking { ports.filtered } else { ports.detect }));
     }
     eprintln!("a real AuditLog line: {}", text.lines().find(|l| l.contains("AuditLog:")).map(|l| &l[..l.len().min(300)]).unwrap_or(""));
     drop(envoy);
@@ -333,6 +366,25 @@ async fn the_callouts_latency_is_measured_over_a_few_hundred_requests() {
         timings.push(started.elapsed() / N);
     }
     envoy.wait_counter("waf_filter_tx_total", u64::from(N)).await.unwrap();
+    // The service alone, called as the filter calls it (three stages per benign GET), without Envoy.
+    let config = plugin_config("block-sqli", "On");
+    let service = format!("http://{}", waf.addr());
+    let started = Instant::now();
+    for i in 0..N {
+        let path = format!("/products?page={i}");
+        let mut body = config.as_bytes().to_vec();
+        body.extend(encode_header_map(&[(":method", "GET"), (":path", &path), (":authority", "shop.example"), ("user-agent", "t"), ("accept", "*/*")]));
+        let first = http.post(format!("{service}/v1/request_headers")).header(protocol::CONFIG_LENGTH, config.len().to_string()).body(body).send().await.unwrap();
+        let tx = first.headers().get(protocol::TX).expect("tx").to_str().unwrap().to_string();
+        let map = encode_header_map(&[(":status", "200"), ("content-type", "text/plain")]);
+        let second = http.post(format!("{service}/v1/response_headers")).header(protocol::TX, &tx).body(map).send().await.unwrap();
+        let third = http.post(format!("{service}/v1/response_body")).header(protocol::TX, &tx).body("ok\n").send().await.unwrap();
+        for answer in [first, second, third] {
+            assert_eq!(answer.headers().get(protocol::ACTION).map(|v| v.to_str().unwrap()), Some("continue"));
+        }
+    }
+    let service_alone = started.elapsed() / N;
+    eprintln!("the reference WAF service alone (3 callouts by reqwest, no Envoy): {:.2} ms per request", service_alone.as_secs_f64() * 1e3);
     let (plain, filtered) = (timings[0], timings[1]);
     eprintln!(
         "latency per benign GET over {N} sequential requests: without the filter {:.2} ms, with the stand-in {:.2} ms, added {:.2} ms (3 callouts each)",

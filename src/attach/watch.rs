@@ -25,10 +25,8 @@ use std::time::SystemTime;
 pub struct WatchOptions {
     /// The local stack (its `rendered` is the watched render).
     pub local: LocalOptions,
-    /// Scenario files or directories.
-    pub scenario_paths: Vec<PathBuf>,
-    /// Only scenarios matching these globs (all when empty).
-    pub globs: Vec<String>,
+    /// Which scenarios (the files under `select.scenarios` are watched).
+    pub select: crate::cli::SelectArgs,
     /// How many isolated scenarios run at once.
     pub jobs: usize,
     /// Where failed scenarios' diagnostics go.
@@ -117,6 +115,7 @@ async fn run_and_report(stack: &LocalStack, opts: &WatchOptions, scenarios: &[Sc
         jobs: opts.jobs,
         timeouts: opts.local.timeouts.clone(),
         diagnostics_dir: Some(opts.diagnostics_dir.clone()),
+        fail_fast: false,
     };
     let outcomes = runner::run_all(stack, scenarios, &run, &Progress::default()).await;
     let took = SystemTime::now().duration_since(changed_at).unwrap_or_default();
@@ -143,7 +142,8 @@ fn verdict_line(outcomes: &[Outcome]) -> String {
 }
 
 fn select(opts: &WatchOptions) -> Result<Vec<(PathBuf, Scenario)>> {
-    crate::cli::select_scenario_files(&opts.scenario_paths, &opts.globs).map_err(|e| anyhow::anyhow!("{e}"))
+    let selected = crate::cli::select_scenarios(&opts.select).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::cli::scenario_files(&opts.select, &selected).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn standin_source(opts: &WatchOptions) -> PathBuf {
@@ -153,7 +153,7 @@ fn standin_source(opts: &WatchOptions) -> PathBuf {
 /// Every watched file with its kind and modification time.
 fn mtimes(opts: &WatchOptions) -> Result<BTreeMap<PathBuf, (Input, SystemTime)>> {
     let mut files = BTreeMap::new();
-    for path in &opts.scenario_paths {
+    for path in &opts.select.scenarios {
         collect(path, Input::Scenario, &mut files)?;
     }
     collect(&opts.local.rendered, Input::Rendered, &mut files)?;

@@ -2,7 +2,6 @@
 //! or the bare `... wasm log <vm>: {json}` some public coraza-proxy-wasm builds write.
 
 use super::record::AuditRecord;
-use chrono::{DateTime, Local, TimeZone};
 
 /// The marker the WAF filter puts before the JSON (`proxywasm.LogInfo("AuditLog:" + json)`).
 pub const AUDIT_MARKER: &str = "AuditLog:";
@@ -42,26 +41,6 @@ impl AuditLine {
     }
 }
 
-/// Formats an audit record as Envoy writes the filter's log line, ending without a newline.
-pub fn format_envoy_line<Tz: TimeZone>(vm: &str, record: &AuditRecord, now: &DateTime<Tz>) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    // serde_json cannot fail on these plain structs (string keys, no non-finite floats); keep a
-    // valid line even if it ever did.
-    let json = serde_json::to_string(record).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
-    format!(
-        "[{}][{}][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log {vm} : {AUDIT_MARKER}{json}",
-        now.format("%Y-%m-%d %H:%M:%S%.3f"),
-        std::process::id(),
-    )
-}
-
-/// Formats with the local clock, like Envoy's default log format.
-pub fn format_envoy_line_now(vm: &str, record: &AuditRecord) -> String {
-    format_envoy_line(vm, record, &Local::now())
-}
-
 /// Reads one log line: `None` when it carries no audit record, `Err` when a record's JSON is broken.
 ///
 /// Two forms are audit lines (coraza-proxy-wasm's `internal/auditlog/serial_writer.go` has written
@@ -69,8 +48,9 @@ pub fn format_envoy_line_now(vm: &str, record: &AuditRecord) -> String {
 /// - `... AuditLog:{json}`: the marker the feature's filter (and newer public filters, overriding
 ///   Coraza's `serial` writer) put before the JSON; accepted anywhere in the line, after Envoy's
 ///   file format, container-log prefixes (CRI timestamps, no file part) or nothing.
-/// - `... wasm log <vm>: {json}`: a wasm log message that is the bare Coraza JSON (older public
-///   filters' `wasmserial` writer, which the `oss` kind profile configures). To keep other wasm
+/// - `... wasm log <vm>: {json}`: a wasm log message that is the bare Coraza JSON (a form older
+///   builds wrote; the `oss` kind profile no longer configures any writer: its
+///   `@recommended-conf` selects `serial`, which writes `AuditLog:`). To keep other wasm
 ///   messages out, the JSON must be an object whose `transaction` is an object; a message that
 ///   starts like Coraza's record (`{"transaction":{`, Coraza's first key) but does not parse is
 ///   reported as `Err`, so a truncated record is not silently lost.

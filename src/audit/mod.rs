@@ -7,7 +7,7 @@
 pub mod line;
 pub mod record;
 
-pub use line::{format_envoy_line, format_envoy_line_now, parse_line, AuditLine, AuditParseError, AUDIT_MARKER, VM_PREFIX};
+pub use line::{parse_line, AuditLine, AuditParseError, AUDIT_MARKER, VM_PREFIX};
 pub use record::{
     severity_name, AuditMessage, AuditMessageData, AuditProducer, AuditRecord, AuditRequest, AuditResponse, AuditTransaction,
 };

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::scenario::Decision;
-use chrono::{TimeZone, Utc};
 
 /// A line shaped like Envoy + coraza-proxy-wasm output: Go's nil maps as `null`, fields this crate does not model.
 const ENVOY_LINE: &str = r#"[2026-06-04 21:22:33.123][42][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : AuditLog:{"transaction":{"timestamp":"2026/06/04 21:22:33","unix_timestamp":1780608153123456789,"id":"pTqQSJmIXOaRfJWRhHv","client_ip":"10.244.0.7","client_port":51234,"host_ip":"","host_port":0,"server_id":"","request":{"method":"GET","protocol":"HTTP/1.1","uri":"/?id=1%27%20OR%20%271%27=%271","http_version":"1.1","headers":{":authority":["shop.example"],"X-WAF-E2E-Id":["run1-sqli-0"],"user-agent":["waf-e2e"]},"body":"","files":null,"args":{},"length":0},"response":{"protocol":"","status":403,"headers":null,"body":""},"producer":{"connector":"coraza-proxy-wasm","version":"0.5.0","server":"","rule_engine":"On","stopwatch":"","rulesets":["OWASP_CRS/4.3.0"]},"highest_severity":"critical","is_interrupted":true},"messages":[{"actionset":"","message":"SQL Injection Attack Detected via libinjection","error_message":"","data":{"file":"@owasp_crs/REQUEST-942-APPLICATION-ATTACK-SQLI.conf","line":5621,"id":942100,"rev":"","msg":"SQL Injection Attack Detected via libinjection","data":"Matched Data: s&sos found within ARGS:id: 1' OR '1'='1","severity":2,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["application-multi","language-multi","platform-multi","attack-sqli","paranoia-level/1","OWASP_CRS","capec/1000/152/248/66"],"raw":""}},{"actionset":"","message":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":{"file":"@owasp_crs/REQUEST-949-BLOCKING-EVALUATION.conf","line":11342,"id":949110,"rev":"","msg":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":"","severity":0,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["anomaly-evaluation"],"raw":""}},{"actionset":"","message":"again","data":{"id":942100}}],"future_field":{"x":1}}"#;
@@ -103,21 +102,30 @@ fn ids_and_severities_written_as_strings_are_accepted() {
     assert_eq!(parsed.record.transaction.highest_severity, "2");
 }
 
+/// Lines a real Envoy 1.37.0 wrote to its `--log-path` file on the local stack (the stand-in filter
+/// logging through `proxy_log`): Envoy's own format, byte for byte.
+const REAL_ENVOY_LOG: &str = include_str!("../../tests/fixtures/envoy-1.37.0-audit.log");
+
 #[test]
-fn a_formatted_line_reads_back_to_the_same_record() {
-    let mut record = AuditRecord::default();
-    record.transaction.is_interrupted = true;
-    record.transaction.request.headers.insert("x-waf-e2e-id".into(), vec!["abc".into()]);
-    record.transaction.request.body = "a=1\nb=\"2\" AuditLog:{".into();
-    record.messages.push(AuditMessage { data: AuditMessageData { id: 949110, ..Default::default() }, ..Default::default() });
-    let now = Utc.with_ymd_and_hms(2026, 6, 4, 21, 22, 33).single().expect("valid time");
-    let text = format_envoy_line("envoyextensionpolicy/shop/block-sqli/wasm/0", &record, &now);
-    assert!(text.starts_with("[2026-06-04 21:22:33.000]["), "{text}");
-    assert!(text.contains("][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : AuditLog:{"), "{text}");
-    assert!(!text.contains('\n'), "one line: {text}");
-    let back = parse_line(&text).expect("an audit line").expect("valid JSON");
-    assert_eq!(back.record, record);
-    assert_eq!(back.policy(), Some(("shop".into(), "block-sqli".into())));
+fn every_audit_line_a_real_envoy_wrote_parses_with_its_plugin_vm_and_policy() {
+    let audit: Vec<&str> = REAL_ENVOY_LOG.lines().filter(|l| l.contains(AUDIT_MARKER)).collect();
+    assert_eq!(audit.len(), 5, "the fixture holds five records");
+    for line in audit {
+        let parsed = parse_line(line).expect("an audit line").unwrap_or_else(|e| panic!("{e}: {line}"));
+        let (namespace, policy) = parsed.policy().unwrap_or_else(|| panic!("no policy in vm {:?}", parsed.vm));
+        assert!(namespace.starts_with("waf-e2e-"), "{namespace}");
+        assert!(["waf-phase-pin", "waf-sqli-detect"].contains(&policy.as_str()), "{policy}");
+        assert!(parsed.record.request_header("x-waf-e2e-id").is_some(), "the correlation header comes back: {line}");
+        assert!(parsed.record.decision().is_some(), "{line}");
+        assert!(parsed.record.rule_ids().contains(&949110), "{:?}", parsed.record.rule_ids());
+    }
+}
+
+#[test]
+fn lines_envoy_wrote_that_carry_no_record_are_not_audit_lines() {
+    for line in REAL_ENVOY_LOG.lines().filter(|l| !l.contains(AUDIT_MARKER)) {
+        assert!(parse_line(line).is_none(), "{line}");
+    }
 }
 
 /// The JSON of [`ENVOY_LINE`], as Coraza's JSON formatter writes it.

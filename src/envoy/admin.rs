@@ -1,6 +1,7 @@
 //! Reading Envoy's admin interface: `/ready`, `/stats?filter=`, and the reasons in `/config_dump`.
 
 use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,20 +66,67 @@ impl Admin {
         }
     }
 
-    /// Why the newest listener update was refused (`error_state.details` in `/config_dump`), if any.
-    pub async fn newest_listener_error(&self) -> Result<Option<String>> {
-        let dump: Value = serde_json::from_str(&self.get("/config_dump?resource=dynamic_listeners").await?).context("parse /config_dump")?;
-        let newest = dump["configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                let e = c.get("error_state")?;
-                Some((e["last_update_attempt"].as_str().unwrap_or("").to_string(), e["details"].as_str()?.to_string()))
-            })
-            .max();
-        Ok(newest.map(|(_, details)| details))
+    /// The dynamic listeners and clusters Envoy holds (admin `/config_dump`). Unlike the `lds`/`cds`
+    /// stats, this cannot be hidden by the EnvoyProxy's stats matcher.
+    pub async fn config_state(&self) -> Result<ConfigState> {
+        let dump: Value = serde_json::from_str(&self.get("/config_dump").await?).context("parse /config_dump")?;
+        Ok(ConfigState::from_dump(&dump))
     }
+}
+
+/// What `/config_dump` says about the dynamic listeners and clusters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigState {
+    /// Listeners by name.
+    pub listeners: BTreeMap<String, ListenerState>,
+    /// Active dynamic clusters by name, with the time each was last added or updated.
+    pub clusters: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// Dynamic clusters still warming.
+    pub warming_clusters: Vec<String>,
+}
+
+/// One dynamic listener in `/config_dump`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerState {
+    /// When its active configuration was last updated (absent: none active).
+    pub active_updated: Option<DateTime<Utc>>,
+    /// Whether a new configuration is warming.
+    pub warming: bool,
+    /// The last refused update: when, and Envoy's reason.
+    pub error: Option<(Option<DateTime<Utc>>, String)>,
+}
+
+impl ConfigState {
+    /// Reads the listener and cluster sections of a `/config_dump` document.
+    pub fn from_dump(dump: &Value) -> ConfigState {
+        let mut state = ConfigState::default();
+        for config in dump["configs"].as_array().into_iter().flatten() {
+            match config["@type"].as_str().unwrap_or_default().rsplit('.').next().unwrap_or_default() {
+                "ListenersConfigDump" => {
+                    for l in config["dynamic_listeners"].as_array().into_iter().flatten() {
+                        let name = l["name"].as_str().unwrap_or_default().to_string();
+                        let error = l.get("error_state").map(|e| (time(&e["last_update_attempt"]), e["details"].as_str().unwrap_or("").to_string()));
+                        let listener = ListenerState { active_updated: time(&l["active_state"]["last_updated"]), warming: l.get("warming_state").is_some(), error };
+                        state.listeners.insert(name, listener);
+                    }
+                }
+                "ClustersConfigDump" => {
+                    for c in config["dynamic_active_clusters"].as_array().into_iter().flatten() {
+                        state.clusters.insert(c["cluster"]["name"].as_str().unwrap_or_default().to_string(), time(&c["last_updated"]));
+                    }
+                    for c in config["dynamic_warming_clusters"].as_array().into_iter().flatten() {
+                        state.warming_clusters.push(c["cluster"]["name"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        state
+    }
+}
+
+fn time(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
 }
 
 /// `/stats` text (`name: value` per line) as a map; text readouts lose their quotes.
@@ -113,6 +161,25 @@ mod tests {
         assert_eq!(s["cluster_manager.cds.version_text"], "3");
         assert_eq!(s["listener_manager.lds.update_rejected"], "1");
         assert_eq!(s["x.update_duration"], "No recorded values");
+    }
+
+    #[test]
+    fn the_config_dump_gives_listener_and_cluster_states() {
+        let dump = serde_json::json!({"configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": [
+                {"name": "gw", "active_state": {"last_updated": "2026-12-01T20:29:03.734Z"},
+                 "error_state": {"last_update_attempt": "2026-12-01T20:29:04.278Z", "details": "route: unknown cluster 'x'"}},
+                {"name": "new", "warming_state": {}}]},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+             "dynamic_active_clusters": [{"cluster": {"name": "c1"}, "last_updated": "2026-12-01T20:29:03Z"}],
+             "dynamic_warming_clusters": [{"cluster": {"name": "c2"}}]}]});
+        let s = ConfigState::from_dump(&dump);
+        let gw = &s.listeners["gw"];
+        assert_eq!(gw.active_updated.unwrap().timestamp_millis() % 1000, 734);
+        assert_eq!(gw.error.as_ref().unwrap().1, "route: unknown cluster 'x'");
+        assert!(s.listeners["new"].warming && s.listeners["new"].active_updated.is_none());
+        assert!(s.clusters["c1"].is_some());
+        assert_eq!(s.warming_clusters, ["c2"]);
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! before it (`--drain-strategy immediate`), and a request on such a connection is still served by
 //! the previous listener configuration.
 
-use super::admin::Admin;
+use super::admin::{Admin, ConfigState};
 use super::bootstrap::{bootstrap, BootstrapParams, CDS_FILE, LDS_FILE};
 use super::proxy_spec::ProxyLaunch;
 use super::xds::{self, RouteSpec};
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -63,40 +65,19 @@ pub struct EnvoyProcess {
     admin: Admin,
     opts: EnvoyOptions,
     xds_dir: PathBuf,
-    applied: tokio::sync::Mutex<u64>,
+    applied: tokio::sync::Mutex<Applied>,
+}
+
+/// What Envoy runs now: the last configuration it accepted.
+struct Applied {
+    version: u64,
+    clusters: Vec<Value>,
+    listener: Value,
 }
 
 impl std::fmt::Debug for EnvoyProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvoyProcess").field("pid", &self.pid).field("version", &self.version).field("gateway", &self.gateway_addr).finish()
-    }
-}
-
-/// Which discovery file an update waits for.
-#[derive(Clone, Copy)]
-enum Resource {
-    Clusters,
-    Listeners,
-}
-
-impl Resource {
-    fn prefix(self) -> &'static str {
-        match self {
-            Resource::Clusters => "cluster_manager.cds",
-            Resource::Listeners => "listener_manager.lds",
-        }
-    }
-    fn warming(self) -> &'static str {
-        match self {
-            Resource::Clusters => "cluster_manager.warming_clusters",
-            Resource::Listeners => "listener_manager.total_listeners_warming",
-        }
-    }
-    fn file(self) -> &'static str {
-        match self {
-            Resource::Clusters => CDS_FILE,
-            Resource::Listeners => LDS_FILE,
-        }
     }
 }
 
@@ -118,14 +99,16 @@ impl EnvoyProcess {
             };
             let bootstrap_file = opts.run_dir.join("bootstrap.json");
             write_json(&bootstrap_file, &bootstrap(&params))?;
+            let listener = xds::listener(&opts.listener_name, gateway_addr, &[])?;
             write_json(&xds_dir.join(CDS_FILE), &xds::discovery_file(1, Vec::new()))?;
-            write_json(&xds_dir.join(LDS_FILE), &xds::discovery_file(1, vec![xds::listener(&opts.listener_name, gateway_addr, &[])?]))?;
+            write_json(&xds_dir.join(LDS_FILE), &xds::discovery_file(1, vec![listener.clone()]))?;
             let child = spawn(&opts, &bootstrap_file)?;
             let pid = child.id();
             let admin = Admin::new(admin_addr, opts.timeouts.request)?;
             let process = EnvoyProcess {
                 child: StdMutex::new(Some(child)), pid, version: version.clone(), admin_addr, metrics_addr, gateway_addr, admin,
-                opts: opts.clone(), xds_dir: xds_dir.clone(), applied: tokio::sync::Mutex::new(1),
+                opts: opts.clone(), xds_dir: xds_dir.clone(),
+                applied: tokio::sync::Mutex::new(Applied { version: 1, clusters: Vec::new(), listener }),
             };
             match process.wait_serving().await {
                 Ok(()) => return Ok(process),
@@ -151,13 +134,15 @@ impl EnvoyProcess {
                 Ok(r) => return Ok(Check::NotYet(format!("/ready says {r}"))),
                 Err(e) => return Ok(Check::NotYet(format!("{e:#}"))),
             };
-            let stats = self.admin.stats(r"^listener_manager\.lds\.(version_text|update_rejected)$").await?;
-            if stats.get("listener_manager.lds.update_rejected").is_some_and(|v| v != "0") {
-                let why = self.admin.newest_listener_error().await?.unwrap_or_else(|| "no reason recorded".into());
+            let state = self.admin.config_state().await?;
+            let Some(listener) = state.listeners.get(&self.opts.listener_name) else {
+                return Ok(Check::NotYet(format!("{ready}, the gateway listener is not loaded yet")));
+            };
+            if let Some((_, why)) = &listener.error {
                 return Ok(Check::Met(Err(anyhow!("Envoy refused the gateway listener on {}: {why}", self.gateway_addr))));
             }
-            if stats.get("listener_manager.lds.version_text").map(String::as_str) != Some("1") {
-                return Ok(Check::NotYet(format!("{ready}, listeners not loaded yet")));
+            if listener.active_updated.is_none() || listener.warming {
+                return Ok(Check::NotYet(format!("{ready}, the gateway listener is warming")));
             }
             if let Some(url) = &metrics {
                 match client.get(url).send().await {
@@ -242,59 +227,107 @@ impl EnvoyProcess {
 
     /// Replaces every route (and its filters and cluster) and waits until Envoy applied them;
     /// a refused configuration is an error carrying Envoy's reason, and the previous one stays active.
+    ///
+    /// "Applied" is read from `/config_dump` (which a stats matcher cannot hide): every cluster
+    /// active and none warming, the gateway listener updated after the write and not warming. A file
+    /// whose resources did not change is not rewritten (Envoy would not update anything).
     pub async fn set_routes(&self, routes: &[RouteSpec]) -> Result<()> {
         let mut applied = self.applied.lock().await;
-        let version = *applied + 1;
+        self.health()?;
+        let version = applied.version + 1;
         let listener = xds::listener(&self.opts.listener_name, self.gateway_addr, routes)?;
+        let clusters = xds::clusters(routes);
         // Clusters first: a route naming a cluster Envoy does not know yet is refused.
-        self.apply(Resource::Clusters, version, xds::clusters(routes)).await?;
-        self.apply(Resource::Listeners, version, vec![listener]).await?;
+        if clusters != applied.clusters {
+            let changed: Vec<String> =
+                clusters.iter().filter(|c| !applied.clusters.contains(c)).filter_map(|c| c["name"].as_str().map(String::from)).collect();
+            let names: BTreeSet<String> = clusters.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect();
+            let since = self.write(CDS_FILE, version, clusters.clone())?;
+            self.wait_applied(CDS_FILE, version, "cluster_manager.cds.update_rejected", |state| {
+                let active: BTreeSet<String> = state.clusters.keys().cloned().collect();
+                let stale: Vec<&String> = changed.iter().filter(|n| state.clusters.get(*n).is_none_or(|t| t.is_none_or(|t| t < since))).collect();
+                if active == names && stale.is_empty() && state.warming_clusters.is_empty() {
+                    Ok(true)
+                } else {
+                    Err(format!("active {active:?}, not yet updated {stale:?}, warming {:?}", state.warming_clusters))
+                }
+            })
+            .await?;
+            applied.clusters = clusters;
+        }
+        if listener != applied.listener {
+            let since = self.write(LDS_FILE, version, vec![listener.clone()])?;
+            let name = self.opts.listener_name.clone();
+            self.wait_applied(LDS_FILE, version, "listener_manager.lds.update_rejected", |state| {
+                let Some(l) = state.listeners.get(&name) else { return Err(format!("no listener {name}")) };
+                // A refusal after the write is this update's; older ones stay in the dump.
+                if l.error.as_ref().is_some_and(|(at, _)| at.is_some_and(|at| at >= since)) {
+                    return Ok(false);
+                }
+                match l.active_updated {
+                    Some(t) if t >= since && !l.warming => Ok(true),
+                    _ => Err(format!("listener {name} active since {:?}, warming {}", l.active_updated, l.warming)),
+                }
+            })
+            .await?;
+            applied.listener = listener;
+        }
+        applied.version = version;
         let unknown = self.counter("server.dynamic_unknown_fields").await?.unwrap_or(0);
         if unknown > 0 {
             bail!("Envoy ignored {unknown} unknown field(s) in the generated configuration (a harness bug); see {}", self.xds_dir.display());
         }
-        *applied = version;
         Ok(())
     }
 
-    async fn apply(&self, what: Resource, version: u64, resources: Vec<Value>) -> Result<()> {
-        let prefix = what.prefix();
-        let filter = format!("^({}\\.(version_text|update_rejected)|{})$", regex::escape(prefix), regex::escape(what.warming()));
-        let rejected_key = format!("{prefix}.update_rejected");
-        let rejected_before = self.admin.stats(&filter).await?.get(&rejected_key).cloned().unwrap_or_default();
-        let target = self.xds_dir.join(what.file());
-        let scratch = self.xds_dir.join(format!(".{}.{version}.tmp", what.file()));
+    /// Writes a discovery file (write, then rename into the watched directory: the rename is the
+    /// event Envoy watches, so it never reads a half-written file); returns the time just before it
+    /// became visible, to the millisecond Envoy's `/config_dump` timestamps carry.
+    fn write(&self, file: &str, version: u64, resources: Vec<Value>) -> Result<DateTime<Utc>> {
+        let target = self.xds_dir.join(file);
+        let scratch = self.xds_dir.join(format!(".{file}.{version}.tmp"));
         write_json(&scratch, &xds::discovery_file(version, resources))?;
-        // The rename is the event Envoy watches; it never sees a half-written file.
+        let now = Utc::now();
+        let since = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
         std::fs::rename(&scratch, &target).with_context(|| format!("rename {} to {}", scratch.display(), target.display()))?;
+        Ok(since)
+    }
+
+    /// Polls `/config_dump` until `done` says applied (`Ok(true)`) or refused (`Ok(false)`); the
+    /// `rejected` counter, when the stats matcher leaves it visible, also tells a refusal.
+    async fn wait_applied<F>(&self, file: &str, version: u64, rejected: &str, done: F) -> Result<()>
+    where
+        F: Fn(&ConfigState) -> std::result::Result<bool, String>,
+    {
+        let rejected_filter = format!("^{}$", regex::escape(rejected));
+        let rejected_before = self.admin.stats(&rejected_filter).await?.get(rejected).cloned();
         let started = Instant::now();
-        let want = version.to_string();
-        let outcome = wait::until(&format!("Envoy to apply {} version {version}", what.file()), self.opts.timeouts.envoy_config_applied, || async {
+        let condition = format!("Envoy to apply {file} version {version}");
+        let outcome = wait::until(&condition, self.opts.timeouts.envoy_config_applied, || async {
             if let Err(e) = self.health() {
                 return Ok(Check::Met(Err(e)));
             }
-            let stats = self.admin.stats(&filter).await?;
-            if stats.get(&rejected_key).is_some_and(|r| *r != rejected_before) {
-                return Ok(Check::Met(Ok(false)));
+            let state = self.admin.config_state().await?;
+            let rejected_now = self.admin.stats(&rejected_filter).await?.get(rejected).cloned();
+            if rejected_now != rejected_before {
+                return Ok(Check::Met(Ok((false, state))));
             }
-            let seen = stats.get(&format!("{prefix}.version_text")).cloned().unwrap_or_default();
-            let warming = stats.get(what.warming()).cloned().unwrap_or_default();
-            Ok(if seen == want && warming == "0" { Check::Met(Ok(true)) } else { Check::NotYet(format!("version {seen}, {warming} warming")) })
+            Ok(match done(&state) {
+                Ok(applied) => Check::Met(Ok((applied, state))),
+                Err(seen) => Check::NotYet(seen),
+            })
         })
         .await??;
-        if outcome {
-            tracing::debug!("envoy applied {} version {version} in {:?}", what.file(), started.elapsed());
+        let (applied, state) = outcome;
+        if applied {
+            tracing::debug!("envoy applied {file} version {version} in {:?}", started.elapsed());
             return Ok(());
         }
-        let reason = match what {
-            Resource::Listeners => self.admin.newest_listener_error().await?,
-            Resource::Clusters => None,
-        };
+        let reason = state.listeners.get(&self.opts.listener_name).and_then(|l| l.error.as_ref()).map(|(_, why)| why.clone());
         bail!(
-            "Envoy refused {} version {version}: {}\n(the refused file: {}; Envoy's log may hold more after its next flush)\n{}",
-            what.file(),
-            reason.unwrap_or_else(|| "no reason in /config_dump".into()),
-            target.display(),
+            "Envoy refused {file} version {version}: {}\n(the refused file: {}; Envoy's log may hold more after its next flush)\n{}",
+            reason.filter(|_| file == LDS_FILE).unwrap_or_else(|| "no reason in /config_dump".into()),
+            self.xds_dir.join(file).display(),
             self.log_tail_text(10)
         )
     }

@@ -1,9 +1,11 @@
 //! A real Prometheus as a child process (local stack and the harness' own tests), and `promtool`.
 //!
-//! The child runs in its own process group; [`PrometheusProcess::stop`] asks it to exit (SIGTERM) and
+//! Its config, TSDB and log live in a run directory (`crate::rundir`), so a SIGKILLed harness's
+//! leftovers are removed by the next run. The child runs in its own process group; [`PrometheusProcess::stop`] asks it to exit (SIGTERM) and
 //! waits for that as a named condition, and `Drop` kills the group (SIGKILL) and reaps it, so no
 //! Prometheus outlives its owner, also when a test panics.
 
+use crate::rundir::RunDir;
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{bail, Context, Result};
@@ -16,11 +18,11 @@ use std::time::Duration;
 /// How long `stop` waits for a graceful exit before SIGKILL.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 
-/// A running Prometheus on a loopback port, with its config and TSDB in a temporary directory.
+/// A running Prometheus on a loopback port, with its config and TSDB in a run directory.
 pub struct PrometheusProcess {
     child: Option<Child>,
     url: String,
-    dir: tempfile::TempDir,
+    dir: RunDir,
 }
 
 impl std::fmt::Debug for PrometheusProcess {
@@ -44,7 +46,7 @@ impl PrometheusProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let dir = tempfile::Builder::new().prefix("waf-e2e-prometheus-").tempdir().context("creating Prometheus' temp dir")?;
+            let dir = RunDir::create_unique("prometheus").context("creating Prometheus' run directory")?;
             let config = dir.path().join("prometheus.yml");
             std::fs::write(&config, config_yaml).with_context(|| format!("writing {}", config.display()))?;
             let port = match fixed_port {
@@ -223,7 +225,9 @@ pub async fn promtool_check_config(yaml: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("prometheus.yml");
     std::fs::write(&file, yaml)?;
-    let out = tokio::process::Command::new(&promtool)
+    let mut cmd = tokio::process::Command::new(&promtool);
+    crate::process::harness_child(cmd.as_std_mut());
+    let out = cmd
         .arg("check")
         .arg("config")
         .arg(&file)

@@ -1,13 +1,23 @@
-//! JUnit XML: one testcase per scenario, failures with their full message, skips with their reason.
+//! JUnit XML: one testcase per scenario, failures with their full message, skips with their reason;
+//! the run's properties (stack, profile, Envoy, filter, run id), timestamp and host on the suite, and
+//! each scenario's phase timings as testcase properties.
 
+use super::RunInfo;
 use crate::runner::{Outcome, Verdict};
 use anyhow::{Context, Result};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::Path;
 
-/// Renders the outcomes as a JUnit report for stack `stack`.
-pub fn render_junit(stack: &str, outcomes: &[Outcome]) -> Result<String> {
+/// Renders the outcomes of the run `info` describes as a JUnit report.
+pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
+    let stack = &info.stack;
     let mut suite = TestSuite::new(format!("waf-e2e.{stack}"));
+    suite.set_timestamp(info.started_at);
+    suite.set_time(info.duration);
+    if let Some(host) = &info.hostname {
+        suite.extra.insert("hostname".into(), host.as_str().into());
+    }
+    suite.add_properties(info.properties().into_iter().map(|(k, v)| Property::new(k, v)));
     for o in outcomes {
         let status = match &o.verdict {
             Verdict::Passed => TestCaseStatus::success(),
@@ -23,7 +33,7 @@ pub fn render_junit(stack: &str, outcomes: &[Outcome]) -> Result<String> {
                 s.set_description(why.clone());
                 s
             }
-            Verdict::Skipped(why) => {
+            Verdict::Skipped(why) | Verdict::NotRun(why) => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message(why.clone());
                 s
@@ -32,18 +42,81 @@ pub fn render_junit(stack: &str, outcomes: &[Outcome]) -> Result<String> {
         let mut case = TestCase::new(o.name.clone(), status);
         case.set_classname(format!("waf-e2e.{stack}"));
         case.set_time(o.duration);
+        case.add_properties(phase_properties(o));
         if let Some(dir) = &o.diagnostics {
             case.set_system_out(format!("diagnostics: {}", dir.display()));
         }
         suite.add_test_case(case);
     }
     let mut report = Report::new("waf-e2e");
+    report.set_timestamp(info.started_at);
     report.add_test_suite(suite);
     report.to_string().context("serialise JUnit report")
 }
 
+/// Seconds spent in each phase (`phase.install` ...), and the audit latency when it was measured.
+fn phase_properties(o: &Outcome) -> Vec<Property> {
+    let t = &o.timings;
+    let phases = [("install", t.install), ("baseline", t.baseline), ("traffic", t.traffic), ("settle", t.settle), ("confirm", t.confirm)];
+    let mut out: Vec<Property> = phases.iter().map(|(name, d)| Property::new(format!("phase.{name}"), format!("{:.3}", d.as_secs_f64()))).collect();
+    if let Some(d) = o.timings.audit_latency {
+        out.push(Property::new("audit_latency", format!("{:.3}", d.as_secs_f64())));
+    }
+    out
+}
+
 /// Writes the JUnit report to `path`.
-pub fn write_junit(path: &Path, stack: &str, outcomes: &[Outcome]) -> Result<()> {
-    let xml = render_junit(stack, outcomes)?;
+pub fn write_junit(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<()> {
+    let xml = render_junit(info, outcomes)?;
     std::fs::write(path, xml).with_context(|| format!("write JUnit report {}", path.display()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::runner::Timings;
+    use std::time::Duration;
+
+    pub(crate) fn info() -> RunInfo {
+        RunInfo {
+            run_id: "0badcafe".into(),
+            stack: "local".into(),
+            profile: Some("oss".into()),
+            envoy_version: Some("1.37.0".into()),
+            filter: None,
+            hostname: Some("ci-7".into()),
+            started_at: chrono::DateTime::parse_from_rfc3339("2026-12-01T20:30:00+00:00").unwrap(),
+            duration: Duration::from_secs(12),
+            interrupted: Some("SIGINT".into()),
+        }
+    }
+
+    fn outcome(name: &str, verdict: Verdict) -> Outcome {
+        let timings = Timings { install: Duration::from_millis(1500), settle: Duration::from_millis(250), ..Timings::default() };
+        Outcome { name: name.into(), verdict, duration: Duration::from_secs(2), timings: Timings { audit_latency: Some(Duration::from_millis(40)), ..timings }, diagnostics: None, not_checked: Vec::new(), notes: Vec::new() }
+    }
+
+    #[test]
+    fn the_suite_carries_timestamp_host_and_run_properties_and_each_case_its_phase_timings() {
+        let xml = render_junit(&info(), &[outcome("a", Verdict::Passed)]).unwrap();
+        assert!(xml.contains("timestamp=\"2026-12-01T20:30:00"), "{xml}");
+        assert!(xml.contains("hostname=\"ci-7\""), "{xml}");
+        for p in ["name=\"run_id\" value=\"0badcafe\"", "name=\"stack\" value=\"local\"", "name=\"profile\" value=\"oss\"", "name=\"envoy_version\" value=\"1.37.0\"", "name=\"interrupted\" value=\"SIGINT\""] {
+            assert!(xml.contains(p), "{p} missing: {xml}");
+        }
+        assert!(!xml.contains("name=\"filter\""), "an unknown filter is left out: {xml}");
+        assert!(xml.contains("name=\"phase.install\" value=\"1.500\"") && xml.contains("name=\"phase.settle\" value=\"0.250\""), "{xml}");
+        assert!(xml.contains("name=\"audit_latency\" value=\"0.040\""), "{xml}");
+    }
+
+    #[test]
+    fn scenarios_cut_short_are_errors_and_fail_fast_ones_are_skipped() {
+        let outcomes = [
+            outcome("cut", Verdict::Broken(format!("{}: interrupted by SIGINT", crate::runner::NOT_RUN))),
+            outcome("later", Verdict::NotRun("--fail-fast: x failed before this scenario started".into())),
+        ];
+        let xml = render_junit(&info(), &outcomes).unwrap();
+        assert!(xml.contains("<error message=\"not run to the end: interrupted by SIGINT\""), "{xml}");
+        assert!(xml.contains("<skipped message=\"--fail-fast: x failed"), "{xml}");
+    }
 }

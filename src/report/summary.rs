@@ -17,6 +17,7 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
             Verdict::Failed(_) => "FAIL",
             Verdict::Skipped(_) => "skip",
             Verdict::Broken(_) => "ERROR",
+            Verdict::NotRun(_) => "not run",
         };
         let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
         let latency = t.audit_latency.map_or_else(|| "-".to_string(), secs);
@@ -24,9 +25,10 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
             o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm), secs(t.audit), latency);
     }
     let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
-    let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors",
+    let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors, {} not run",
         count(|v| matches!(v, Verdict::Passed)), count(|v| matches!(v, Verdict::Failed(_))),
-        count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))));
+        count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))),
+        count(|v| matches!(v, Verdict::NotRun(_))));
     for o in outcomes {
         match &o.verdict {
             Verdict::Failed(failures) => {
@@ -40,6 +42,9 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
             }
             Verdict::Skipped(why) => {
                 let _ = writeln!(out, "\n--- {} skipped: {why}", o.name);
+            }
+            Verdict::NotRun(why) => {
+                let _ = writeln!(out, "\n--- {} not run: {why}", o.name);
             }
             Verdict::Passed => {}
         }

@@ -30,6 +30,8 @@ pub enum Verdict {
     Skipped(String),
     /// The infrastructure failed under it; its verdict cannot be trusted.
     Broken(String),
+    /// Never started because the run stopped early (`--fail-fast` after a failure), with the reason.
+    NotRun(String),
 }
 
 /// One scenario's result.
@@ -62,51 +64,131 @@ pub struct RunOptions {
     pub timeouts: Timeouts,
     /// Where failed scenarios' diagnostics bundles go (one directory each).
     pub diagnostics_dir: Option<PathBuf>,
+    /// After the first failed scenario, start no other (`--fail-fast`).
+    pub fail_fast: bool,
 }
 
 /// Runs every scenario: isolated ones `jobs` at a time, exclusive ones alone afterwards.
 ///
 /// After an infrastructure failure nothing new starts: the rest are reported as not run.
 pub async fn run_all(stack: &dyn Stack, scenarios: &[Scenario], opts: &RunOptions, progress: &Progress) -> Vec<Outcome> {
+    run_until(stack, scenarios, opts, progress, std::future::pending()).await.outcomes
+}
+
+/// The outcomes of a run, and what interrupted it, if anything did.
+#[derive(Debug)]
+pub struct RunResult {
+    /// One outcome per scenario, in the scenarios' order, also for those that never ran.
+    pub outcomes: Vec<Outcome>,
+    /// What `interrupt` resolved with (e.g. `SIGINT`), when it ended the run early.
+    pub interrupted: Option<String>,
+}
+
+/// Why no new scenario may start.
+enum Stop {
+    Broken,
+    Interrupted(String),
+}
+
+/// [`run_all`] that also ends when `interrupt` resolves: scenarios still running are dropped (the
+/// stack's shutdown removes what they installed) and, like those never started, reported as errors.
+///
+/// With `opts.fail_fast`, the first failed scenario lets those already running finish and starts no
+/// other: each is reported [`Verdict::NotRun`].
+pub async fn run_until(
+    stack: &dyn Stack,
+    scenarios: &[Scenario],
+    opts: &RunOptions,
+    progress: &Progress,
+    interrupt: impl std::future::Future<Output = String>,
+) -> RunResult {
     let (exclusive, shared): (Vec<&Scenario>, Vec<&Scenario>) = scenarios.iter().partition(|s| s.exclusive);
+    let mut interrupt = std::pin::pin!(interrupt);
+    let first_failure = std::sync::OnceLock::<String>::new();
     let mut outcomes = Vec::new();
-    let mut broken = false;
+    let mut stop = None;
     {
+        // Each future checks for a failure when it is first polled, which is when it would start.
         let mut stream = futures::stream::iter(shared.iter().copied())
-            .map(|s| run_one(stack, s, opts, progress))
+            .map(|s| async { match first_failure.get() {
+                Some(failed) => not_run(progress, s, failed),
+                None => run_one(stack, s, opts, progress).await,
+            } })
             .buffer_unordered(opts.jobs.max(1));
-        while let Some(outcome) = stream.next().await {
-            broken |= matches!(outcome.verdict, Verdict::Broken(_));
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                why = &mut interrupt => { stop = Some(Stop::Interrupted(why)); break; }
+            };
+            let Some(outcome) = next else { break };
+            stop = note_outcome(&outcome, opts.fail_fast, &first_failure);
             outcomes.push(outcome);
-            if broken {
+            if stop.is_some() {
                 break;
             }
         }
     }
     for s in exclusive {
-        if broken {
+        if stop.is_some() {
             break;
         }
-        let outcome = run_one(stack, s, opts, progress).await;
-        broken |= matches!(outcome.verdict, Verdict::Broken(_));
-        outcomes.push(outcome);
-    }
-    for s in scenarios {
-        if !outcomes.iter().any(|o| o.name == s.name()) {
-            outcomes.push(Outcome {
-                name: s.name().to_string(),
-                verdict: Verdict::Broken(format!("{NOT_RUN}: the infrastructure failed (see the first error)")),
-                duration: Duration::ZERO,
-                timings: Timings::default(),
-                diagnostics: None,
-                not_checked: Vec::new(),
-                notes: Vec::new(),
-            });
+        if let Some(failed) = first_failure.get() {
+            outcomes.push(not_run(progress, s, failed));
+            continue;
+        }
+        tokio::select! {
+            outcome = run_one(stack, s, opts, progress) => {
+                stop = note_outcome(&outcome, opts.fail_fast, &first_failure);
+                outcomes.push(outcome);
+            }
+            why = &mut interrupt => stop = Some(Stop::Interrupted(why)),
         }
     }
+    let cut_short = match &stop {
+        Some(Stop::Interrupted(why)) => format!("interrupted by {why}"),
+        _ => "the infrastructure failed (see the first error)".to_string(),
+    };
+    let unfinished: Vec<&Scenario> = scenarios.iter().filter(|s| !outcomes.iter().any(|o| o.name == s.name())).collect();
+    outcomes.extend(self::cut_short(unfinished, &cut_short));
     let order = |name: &str| scenarios.iter().position(|s| s.name() == name);
     outcomes.sort_by_key(|o| order(&o.name));
-    outcomes
+    let interrupted = match stop {
+        Some(Stop::Interrupted(why)) => Some(why),
+        _ => None,
+    };
+    RunResult { outcomes, interrupted }
+}
+
+/// Error outcomes for scenarios that did not run to the end because `why` (e.g. "interrupted by SIGINT").
+pub fn cut_short<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &str) -> Vec<Outcome> {
+    scenarios
+        .into_iter()
+        .map(|s| Outcome {
+            name: s.name().to_string(),
+            verdict: Verdict::Broken(format!("{NOT_RUN}: {why}")),
+            duration: Duration::ZERO,
+            timings: Timings::default(),
+            not_checked: Vec::new(),
+            notes: Vec::new(),
+            diagnostics: None,
+        })
+        .collect()
+}
+
+/// Records a failure for `--fail-fast`; `Some` when the run must stop at once (the infrastructure broke).
+fn note_outcome(outcome: &Outcome, fail_fast: bool, first_failure: &std::sync::OnceLock<String>) -> Option<Stop> {
+    if fail_fast && matches!(outcome.verdict, Verdict::Failed(_)) {
+        let _ = first_failure.set(outcome.name.clone());
+    }
+    matches!(outcome.verdict, Verdict::Broken(_)).then_some(Stop::Broken)
+}
+
+/// The outcome of a scenario `--fail-fast` kept from starting after `failed` failed.
+fn not_run(progress: &Progress, scenario: &Scenario, failed: &str) -> Outcome {
+    let verdict = Verdict::NotRun(format!("--fail-fast: {failed} failed before this scenario started"));
+    let outcome = Outcome { name: scenario.name().to_string(), verdict, duration: Duration::ZERO, timings: Timings::default(), diagnostics: None, not_checked: Vec::new(), notes: Vec::new() };
+    progress.finished(&outcome);
+    outcome
 }
 
 /// Runs one scenario to a verdict, within its deadline, and cleans up after it.

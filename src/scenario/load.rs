@@ -1,8 +1,9 @@
-//! Loading and validating scenario files: every problem is reported with file, line, column and field.
+//! Loading and validating scenario files: every problem of a file is reported at once, each with
+//! file, line, column and field.
 
 use super::model::{CountExpectation, Scenario};
 use crate::error::{InputProblem, InvalidInput};
-use crate::input::{located, saphyr_problem, whole_file, yaml_files};
+use crate::input::{located, saphyr_problem, tree, whole_file, yaml_files};
 use serde_saphyr::{Location, Spanned};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -97,7 +98,18 @@ fn check_rules(_path: &Path, _s: &Scenario) -> Vec<InputProblem> {
 }
 
 /// Parses and validates scenario text; `path` names it in messages.
+///
+/// Three passes, each reporting every problem it finds: YAML syntax (one problem: the parser
+/// cannot go on), the file's shape against the scenario schema (every unknown, missing or
+/// mistyped field), then the checks between fields (names, references, contradictions), which
+/// need a well-formed scenario to run.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, InvalidInput> {
+    let tree = tree::parse(path, text).map_err(|p| InvalidInput(vec![p]))?;
+    let shape = tree::schema_problems(path, &tree, super::schema::validator());
+    if !shape.is_empty() {
+        return Err(InvalidInput(shape));
+    }
+    // The schema and serde agree by construction; should they not, serde's problem is still located.
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| InvalidInput(vec![saphyr_problem(path, 0, text, &e)]))?;
     let problems = validate(path, &scenario);
     if problems.is_empty() { Ok(scenario) } else { Err(InvalidInput(problems)) }
@@ -118,6 +130,14 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
             bad(loc, field, format!(
                 "`{value}` contains the word `{key}`: the filter encodes labels in the stat name as `_{key}_<value>`, so the PodMonitor could not tell where a value holding it ends; choose a name without the words {:?}",
                 crate::contract::METRIC_LABEL_KEYS));
+        }
+    }
+    let mut tags = HashSet::new();
+    for (i, t) in s.tags.iter().enumerate() {
+        if !is_dns_label(&t.value) {
+            bad(&t.referenced, &format!("tags[{i}]"), format!("`{}` is not a tag: lowercase letters, digits and `-`, at most 40 characters", t.value));
+        } else if !tags.insert(t.value.as_str()) {
+            bad(&t.referenced, &format!("tags[{i}]"), format!("`{}` is listed twice", t.value));
         }
     }
     let directives_empty = s.policy.rules.directives.as_ref().is_none_or(|d| d.value.trim().is_empty());

@@ -1,14 +1,16 @@
 //! The scenario file format (design, section 3): a WAF policy, its traffic, and what must be observed.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
 /// One scenario file: a policy, the traffic sent through it, and the expectations.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Unique name; also the base of the route host and, on a cluster, the namespace.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// What the scenario proves, for people reading reports.
     #[serde(default)]
@@ -19,16 +21,21 @@ pub struct Scenario {
     /// Capabilities the stack's profile must have, beyond those the expectations imply.
     #[serde(default)]
     pub requires: Vec<Capability>,
+    /// Labels to select scenarios by (`run --tag`, `list --exclude-tag`), e.g. `sqli`, `blocking`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub tags: Vec<Spanned<String>>,
     /// The WAF policy attached to this scenario's route.
     pub policy: Policy,
     /// Requests sent in order, each `repeat` times.
+    #[schemars(with = "Vec<Request>")]
     pub traffic: Spanned<Vec<Request>>,
     /// What the metrics and audit log must show afterwards.
     pub expect: Expectations,
 }
 
 /// A capability a stack profile may lack (e.g. the public coraza-proxy-wasm has no would_block counter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// The filter counts DetectionOnly decisions as `would_block`.
@@ -40,10 +47,11 @@ pub enum Capability {
 }
 
 /// The WAF policy: name, engine mode, rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Policy name as written in the cluster (dashes allowed; the metric label sanitises them).
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// `On` blocks; `DetectionOnly` only counts would_block.
     pub mode: Mode,
@@ -52,7 +60,7 @@ pub struct Policy {
 }
 
 /// The WAF engine mode (SecRuleEngine).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum Mode {
     /// Interrupt matching requests.
     On,
@@ -79,7 +87,7 @@ impl Mode {
 }
 
 /// The rules a policy loads: the OWASP CRS and/or inline SecLang directives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
     /// Load the OWASP Core Rule Set (anomaly scoring; 949110 interrupts).
@@ -87,19 +95,22 @@ pub struct RuleSet {
     pub crs: bool,
     /// SecLang directives loaded after the CRS.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub directives: Option<Spanned<String>>,
 }
 
 /// A request template, sent `repeat` times.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// Name used by audit expectations and reports.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// HTTP method.
     #[serde(default = "default_method")]
     pub method: String,
     /// Path and query, sent as written (percent-encode what must be encoded).
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
     /// Extra request headers.
     #[serde(default)]
@@ -109,8 +120,10 @@ pub struct Request {
     pub body: Option<String>,
     /// How many times to send it.
     #[serde(default = "default_repeat")]
+    #[schemars(with = "u32")]
     pub repeat: Spanned<u32>,
     /// The status every send must get back.
+    #[schemars(with = "u16")]
     pub expect_status: Spanned<u16>,
     /// Per filter flavour: whether every send must reach the backend complete (`true`) or never
     /// complete (`false`); whether the headers alone got there depends on Envoy's connection pool
@@ -128,7 +141,7 @@ fn default_repeat() -> Spanned<u32> {
 }
 
 /// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Engine On interrupted the request.
@@ -154,7 +167,7 @@ impl std::fmt::Display for Decision {
 }
 
 /// Everything that must be observed after the traffic.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
     /// Decision series that must increase.
@@ -172,7 +185,7 @@ pub struct Expectations {
 }
 
 /// One `tigera_waf_decisions_total` series and its expected increase.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionExpectation {
     /// The `decision` label.
@@ -186,29 +199,34 @@ pub struct DecisionExpectation {
     pub by_filter: BTreeMap<String, BTreeMap<String, String>>,
     /// Exact increase.
     #[serde(default)]
+    #[schemars(with = "Option<u64>")]
     pub increase: Option<Spanned<u64>>,
     /// Minimum increase.
     #[serde(default)]
+    #[schemars(with = "Option<u64>")]
     pub at_least: Option<Spanned<u64>>,
 }
 
 /// A counter increase: exact, or a floor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountExpectation {
     /// Exact increase (only trustworthy in exclusive scenarios for gateway-wide series).
     #[serde(default)]
+    #[schemars(with = "Option<u64>")]
     pub increase: Option<Spanned<u64>>,
     /// Minimum increase.
     #[serde(default)]
+    #[schemars(with = "Option<u64>")]
     pub at_least: Option<Spanned<u64>>,
 }
 
 /// The audit records one request (every repeat of it) must produce.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditExpectation {
     /// The request's name in `traffic`.
+    #[schemars(with = "String")]
     pub request: Spanned<String>,
     /// Blocked (interrupted) or would_block (DetectionOnly).
     pub decision: Decision,
@@ -221,7 +239,7 @@ pub struct AuditExpectation {
 }
 
 /// Filter-dependent rule ids of an audit record.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterRuleIds {
     /// Rule ids that must appear among the record's messages with this filter.
@@ -264,6 +282,11 @@ impl Scenario {
     /// The scenario's name.
     pub fn name(&self) -> &str {
         &self.name.value
+    }
+
+    /// True when one of the scenario's tags is `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.value == tag)
     }
 
     /// Capabilities needed: those declared plus those the expectations imply.

@@ -74,7 +74,7 @@ pub struct Report {
     pub calico_backed: Vec<String>,
     /// What was deliberately not checked, and why.
     pub not_checked: Vec<String>,
-    /// How long the check took (schema loading excluded).
+    /// How long the check took.
     pub elapsed: Duration,
 }
 
@@ -128,6 +128,10 @@ pub fn check(subjects: &[Subject], index: &CrdIndex) -> Report {
                 continue;
             }
         };
+        if !version.schema.is_object() {
+            push(String::new(), "no schema".into(), format!("the CRD of {kind} in {} has no openAPIV3Schema for this version", version.file.display()));
+            continue;
+        }
         for f in core::check_metadata(&s.value, Some(version.scope == "Namespaced")) {
             push(f.field, f.rule, f.message);
         }
@@ -246,6 +250,16 @@ spec:
         assert_eq!(lines.len(), 2, "{r}");
         assert!(lines[0].starts_with("WAFPlugin shop/p (kind/profiles/tigera-waf-plugin.yaml): field `spec.directives`: [unknown field]"), "{}", lines[0]);
         assert!(lines[1].contains("field `spec`") && lines[1].contains("plugin must define rules"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn a_crd_version_without_a_schema_is_no_schema_not_a_list_of_unknown_fields() {
+        let mut i = CrdIndex::default();
+        i.add_text(Path::new("bare.yaml"), &CRD.replace("      schema:\n", "      bare:\n")).unwrap();
+        let r = check(&[subject(json!({"apiVersion": "applicationlayer.projectcalico.org/v3", "kind": "WAFPlugin",
+            "metadata": {"name": "p", "namespace": "shop"}, "spec": {"rules": "x"}}))], &i);
+        assert_eq!(r.problems.len(), 1, "{r}");
+        assert!(r.problems[0].rule == "no schema" && r.problems[0].message.contains("bare.yaml"), "{r}");
     }
 
     #[test]

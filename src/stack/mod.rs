@@ -1,5 +1,7 @@
 //! Stacks: where a scenario runs. Each starts the moving parts and hands the runner endpoints.
 
+pub mod describe;
+pub mod endpoints;
 pub mod kind;
 #[cfg(feature = "reference-proxy")]
 pub mod local;
@@ -127,10 +129,30 @@ pub trait Stack: Send + Sync {
     fn audit_hints(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What the reports say about the system under test; `None` where the stack does not know.
+    fn facts(&self) -> StackFacts {
+        let filter = self.filter();
+        StackFacts {
+            profile: None,
+            envoy_version: filter.envoy_version.clone(),
+            filter: Some(format!("{} (flavour {})", filter.description, filter.flavour)),
+        }
+    }
     /// `Err` naming the part that died (e.g. "Prometheus exited"); the runner polls it to fail fast.
     async fn health(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// What a stack knows about the system under test, for the reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackFacts {
+    /// The stack profile (`oss`, `tigera`).
+    pub profile: Option<String>,
+    /// The Envoy version that serves the traffic (`1.37.0`).
+    pub envoy_version: Option<String>,
+    /// The WAF filter (the real one and its version, or the stand-in).
+    pub filter: Option<String>,
 }
 
 /// Which stack `run` uses.
@@ -142,6 +164,8 @@ pub enum StackKind {
     Cluster,
     /// Real Prometheus and the reference proxy (a stand-in for Envoy + WAF) on loopback.
     Local,
+    /// A deployment the harness did not start, reached through `--gateway-url`, `--prometheus-url`, ...
+    Endpoints,
 }
 
 impl std::fmt::Display for StackKind {
@@ -150,6 +174,7 @@ impl std::fmt::Display for StackKind {
             StackKind::Kind => "kind",
             StackKind::Cluster => "cluster",
             StackKind::Local => "local",
+            StackKind::Endpoints => "endpoints",
         })
     }
 }
@@ -187,6 +212,8 @@ pub struct StackOptions {
     pub waf_flavour: Option<String>,
     /// How the local stack's audit wait learns the log is complete (ask Envoy, or its timer).
     pub audit_flush: crate::envoy::AuditFlush,
+    /// Where the deployment of the endpoints stack is.
+    pub endpoints: endpoints::EndpointsArgs,
 }
 
 impl StackOptions {
@@ -215,5 +242,6 @@ pub async fn start(opts: &StackOptions, scenarios: &[Scenario]) -> Result<Box<dy
         #[cfg(not(feature = "reference-proxy"))]
         StackKind::Local => Err(crate::error::HarnessError::Usage("the local stack needs the `reference-proxy` feature (build without --no-default-features)".into()).into()),
         StackKind::Kind | StackKind::Cluster => Ok(Box::new(kind::KindStack::up(&opts.cluster_opts(), scenarios).await?)),
+        StackKind::Endpoints => Ok(Box::new(endpoints::EndpointsStack::connect(&opts.endpoints, &opts.timeouts).await?)),
     }
 }

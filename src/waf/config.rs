@@ -82,9 +82,8 @@ pub struct Policy {
 /// A plugin configuration, read and checked.
 #[derive(Debug)]
 pub struct PluginConfig {
-    sets: BTreeMap<String, Arc<Policy>>,
-    default: String,
-    per_authority: BTreeMap<String, String>,
+    default: Arc<Policy>,
+    per_authority: BTreeMap<String, Arc<Policy>>,
     /// `metric_labels` in this policy's order (see [`super::stats::label_order`]).
     pub labels: Vec<(String, String)>,
 }
@@ -114,30 +113,25 @@ impl PluginConfig {
             let policy = read_set(name, &lines.join("\n")).with_context(|| format!("plugin configuration: directives_map.{name}"))?;
             sets.insert(name.clone(), Arc::new(policy));
         }
-        if !sets.contains_key(&default) {
+        let Some(default_set) = sets.get(&default).cloned() else {
             bail!("plugin configuration: default_directives names `{default}`, which directives_map does not define");
-        }
-        for (authority, name) in &raw.per_authority_directives {
-            if !sets.contains_key(name) {
+        };
+        let mut per_authority = BTreeMap::new();
+        for (authority, name) in raw.per_authority_directives {
+            let Some(set) = sets.get(&name).cloned() else {
                 bail!("plugin configuration: per_authority_directives.{authority} names `{name}`, which directives_map does not define");
-            }
+            };
+            per_authority.insert(authority, set);
         }
-        let seed = raw.metric_labels.get("policy").cloned().unwrap_or_else(|| default.clone());
+        let seed = raw.metric_labels.get("policy").cloned().unwrap_or(default);
         let labels = super::stats::label_order(&seed, raw.metric_labels);
-        Ok(PluginConfig { sets, default, per_authority: raw.per_authority_directives, labels })
+        Ok(PluginConfig { default: default_set, per_authority, labels })
     }
 
     /// The directive set for a request's `:authority` (exact match), else the default set.
     pub fn for_authority(&self, authority: &str) -> Arc<Policy> {
-        let name = self.per_authority.get(authority).unwrap_or(&self.default);
-        // Both names were checked against directives_map in `parse`.
-        self.sets.get(name).or_else(|| self.sets.get(&self.default)).cloned().unwrap_or_else(|| unreachable_policy())
+        self.per_authority.get(authority).unwrap_or(&self.default).clone()
     }
-}
-
-fn unreachable_policy() -> Arc<Policy> {
-    // `parse` guarantees the default set exists; keep a harmless value rather than panic on a logic slip.
-    Arc::new(Policy { name: String::new(), mode: EngineMode::Off, audit: AuditEngine::Off, parts: String::new(), crs: false, modsec_text: String::new() })
 }
 
 /// Reads one directive set (its lines joined by newlines, as Coraza joins them).

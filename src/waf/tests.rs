@@ -132,6 +132,12 @@ async fn a_sqli_form_post_is_blocked_at_request_body() {
     assert_eq!((blocked.action.as_deref(), blocked.status.as_deref()), (Some("block"), Some("403")), "{blocked:?}");
     assert_eq!(blocked.metrics, vec!["waf_filter.tx.interruptions_ruleid=949110_phase=http_request_body_policy=block-sqli_namespace=shop".to_string()]);
     assert_eq!(blocked.record().transaction.response.status, 403);
+
+    // @recommended-conf turns on the JSON body processor, so a JSON body is inspected too.
+    let mut filter = Filter::new(&waf);
+    filter.request_headers(&config("block-sqli", directives(&[])), "POST", "/api", &[("content-type", "application/json")]).await;
+    let json_blocked = filter.call(Stage::RequestBody, &[], br#"{"user":"1' OR '1'='1"}"#.to_vec()).await;
+    assert_eq!(json_blocked.action.as_deref(), Some("block"), "{json_blocked:?}");
 }
 
 #[tokio::test]

@@ -126,7 +126,7 @@ struct Decided {
 struct Tx {
     service: u64,
     policy: Arc<Policy>,
-    labels: Arc<Vec<(String, String)>>,
+    config: Arc<PluginConfig>,
     live: Option<Live>,
     touched: Instant,
     client: (String, u16),
@@ -145,7 +145,7 @@ struct Tx {
 
 struct Worker {
     engine: &'static Engine,
-    configs: HashMap<[u8; 32], (Arc<PluginConfig>, Arc<Vec<(String, String)>>)>,
+    configs: HashMap<[u8; 32], Arc<PluginConfig>>,
     rules: HashMap<[u8; 32], &'static PolicyRules>,
     txs: HashMap<u64, Tx>,
     next_id: u64,
@@ -260,13 +260,10 @@ impl Worker {
         let length = headers.config_length.context("request_headers without x-waf-e2e-config-length")?;
         anyhow::ensure!(length <= body.len(), "x-waf-e2e-config-length {length} is longer than the body ({} bytes)", body.len());
         let (config_bytes, map) = body.split_at(length);
-        let key = digest(config_bytes);
-        if !self.configs.contains_key(&key) {
-            let config = PluginConfig::parse(config_bytes)?;
-            let labels = Arc::new(config.labels.clone());
-            self.configs.insert(key, (Arc::new(config), labels));
-        }
-        let (config, labels) = self.configs.get(&key).map(|(c, l)| (c.clone(), l.clone())).context("configuration cache")?;
+        let config = match self.configs.entry(digest(config_bytes)) {
+            std::collections::hash_map::Entry::Occupied(cached) => cached.get().clone(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Arc::new(PluginConfig::parse(config_bytes)?)).clone(),
+        };
         let pairs = decode_header_map(map).context("reading the request header map")?;
         let header = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         let authority = header(":authority");
@@ -281,7 +278,7 @@ impl Worker {
         let mut tx = Tx {
             service,
             policy: policy.clone(),
-            labels,
+            config,
             live: None,
             touched: Instant::now(),
             client: address(headers.source.as_deref()),
@@ -298,8 +295,9 @@ impl Worker {
             decided: None,
         };
         let mut answer = Answer { tx: Some(id), ..Answer::default() };
+        // Compiled even when Off, so a directive ModSecurity rejects is an error in every mode, as in Coraza.
+        let rules = self.rules_for(&policy)?;
         if policy.mode != EngineMode::Off {
-            let rules = self.rules_for(&policy)?;
             let (waf_tx, sink) = self.engine.transaction(rules)?;
             let mut live = Live { tx: waf_tx, sink };
             let line = RequestLine { client: tx.client.clone(), server: tx.host.clone(), method: &tx.method, uri: &tx.uri, http_version: "1.1" };
@@ -335,7 +333,7 @@ impl Worker {
         }
         let rule_id = if hit.rule_id != 0 { hit.rule_id } else { messages(&tx.detections, "").last().map(|m| m.data.id).unwrap_or(0) };
         let kind = if tx.policy.mode == EngineMode::On { DecisionStat::Interruptions } else { DecisionStat::WouldBlock };
-        answer.metrics.push(decision_stat_name(kind, rule_id, stage.as_stat(), &tx.labels));
+        answer.metrics.push(decision_stat_name(kind, rule_id, stage.as_stat(), &tx.config.labels));
         let status = hit.status;
         tx.decided = Some(Decided { stage, hit });
         if tx.policy.mode != EngineMode::On {

@@ -62,7 +62,7 @@ pub async fn run_local(rendered: &Path, faults: Faults, scenarios: &[Scenario]) 
 pub async fn run_local_with(opts: LocalOptions, scenarios: &[Scenario]) -> Vec<Outcome> {
     let timeouts = opts.timeouts.clone();
     let stack = LocalStack::start(&opts).await.unwrap_or_else(|e| panic!("local stack: {e:#}"));
-    let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None };
+    let run = RunOptions { run_id: "test".into(), jobs: 4, timeouts, diagnostics_dir: None, fail_fast: false };
     let outcomes = runner::run_all(&stack, scenarios, &run, &Progress { quiet: true }).await;
     stack.shutdown().await.expect("stop the local stack");
     outcomes
@@ -89,6 +89,23 @@ pub fn assert_no_process(marker: &str) {
     assert!(left.is_empty(), "processes left behind matching {marker:?}: {left:?}");
 }
 
+/// What a run left in `tmp` (its `TMPDIR`): every entry but the run-directory parent, and every
+/// run directory in that parent (`waf_e2e::rundir`).
+pub fn leftovers(tmp: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.expect("read a directory entry").file_name().to_string_lossy().into_owned()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("list {}: {e}", dir.display()),
+        }
+    };
+    let runs = waf_e2e::rundir::RUNS_DIR;
+    let mut left: Vec<String> = names(tmp).into_iter().filter(|n| n != runs).collect();
+    left.extend(names(&tmp.join(runs)).into_iter().map(|n| format!("{runs}/{n}")));
+    left.sort();
+    left
+}
+
 /// `waf-e2e` run as a child with its own `TMPDIR`, its output collected line by line; ended on drop.
 pub struct Harness {
     /// The child.
@@ -103,9 +120,13 @@ pub struct Harness {
 impl Harness {
     /// Starts `waf-e2e ARGS` in the crate root with a fresh `TMPDIR`.
     pub fn spawn(args: &[&str]) -> Harness {
+        Self::spawn_in(tempfile::Builder::new().prefix("waf-e2e-test-").tempdir().expect("test TMPDIR"), args)
+    }
+
+    /// Starts `waf-e2e ARGS` in the crate root with `tmp` as its `TMPDIR` (e.g. the one of an earlier run).
+    pub fn spawn_in(tmp: tempfile::TempDir, args: &[&str]) -> Harness {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let tmp = tempfile::Builder::new().prefix("waf-e2e-test-").tempdir().expect("test TMPDIR");
         let mut child = Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
             .args(args)
             .current_dir(root())

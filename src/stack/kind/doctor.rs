@@ -94,7 +94,7 @@ pub struct ProbeEnv {
     pub profile: String,
     /// Manifest cache directory.
     pub cache_dir: PathBuf,
-    /// Whether to HEAD uncached manifest URLs (doctor does; preflight does not).
+    /// Whether to HEAD uncached manifest URLs (only `doctor --online`).
     pub network: bool,
     /// The Envoy named by `--envoy` or `$WAF_E2E_ENVOY`; else the project-local install under
     /// `root`, else PATH (see [`crate::envoy::find_envoy`]).
@@ -102,7 +102,7 @@ pub struct ProbeEnv {
 }
 
 impl ProbeEnv {
-    /// The process PATH, a 5 s probe deadline, profile `oss` from the current directory.
+    /// The process PATH, a 5 s probe deadline, profile `oss` from the current directory, offline.
     pub fn from_process() -> ProbeEnv {
         ProbeEnv {
             path: std::env::var_os("PATH").unwrap_or_default(),
@@ -110,7 +110,7 @@ impl ProbeEnv {
             root: PathBuf::from("."),
             profile: "oss".into(),
             cache_dir: super::cache::default_dir(),
-            network: true,
+            network: false,
             envoy: std::env::var_os(crate::envoy::install::ENVOY_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
         }
     }
@@ -188,7 +188,7 @@ async fn check_manifests(env: &ProbeEnv, out: &mut Vec<CheckResult>) {
         let status = if !matches!(state, super::cache::CacheState::Missing) {
             Status::Present(format!("{state}"))
         } else if !env.network {
-            Status::Missing("not cached (network not checked)".into())
+            Status::Missing("not cached (the network was not checked: `waf-e2e doctor --online` does)".into())
         } else {
             match &client {
                 Err(e) => Status::Missing(format!("no HTTP client: {e}")),
@@ -250,9 +250,10 @@ fn check_path_exists(name: &str, path: &Path, hint: &str) -> CheckResult {
     CheckResult { name: name.into(), required: true, status, hint: hint.into() }
 }
 
-/// Every prerequisite of `stack`, with the process environment.
-pub async fn run_doctor(stack: StackKind) -> DoctorReport {
-    run_doctor_with(stack, &ProbeEnv::from_process()).await
+/// Every prerequisite of `stack`, with the process environment; `online` also asks the release
+/// servers (GitHub) whether uncached manifests can be downloaded.
+pub async fn run_doctor(stack: StackKind, online: bool) -> DoctorReport {
+    run_doctor_with(stack, &ProbeEnv { network: online, ..ProbeEnv::from_process() }).await
 }
 
 /// Every prerequisite of `stack`, probing with `env`.
@@ -301,13 +302,15 @@ pub async fn run_doctor_with(stack: StackKind, env: &ProbeEnv) -> DoctorReport {
             checks.push(check_path_exists("OWASP CRS", Path::new("/usr/share/modsecurity-crs/rules"),
                 "Debian/Ubuntu: apt-get install modsecurity-crs"));
         }
+        // The deployment is the user's: `run` checks its endpoints when it connects.
+        StackKind::Endpoints => {}
     }
     DoctorReport { stack, checks }
 }
 
 /// Fails fast (seconds, no network) with exit 3 naming what is missing and how to get it.
 pub async fn preflight(stack: StackKind) -> Result<()> {
-    preflight_with(stack, &ProbeEnv { network: false, ..ProbeEnv::from_process() }).await
+    preflight_with(stack, &ProbeEnv::from_process()).await
 }
 
 /// [`preflight`] with an explicit environment.
@@ -318,7 +321,7 @@ pub async fn preflight_with(stack: StackKind, env: &ProbeEnv) -> Result<()> {
             checks.push(check_tool("kind", &["version"], true, KIND_HINT, env).await);
             checks.push(check_docker_engine(true, env).await);
         }
-        StackKind::Cluster => {}
+        StackKind::Cluster | StackKind::Endpoints => {}
         StackKind::Local => checks = run_doctor_with(StackKind::Local, env).await.checks,
     }
     let report = DoctorReport { stack, checks };

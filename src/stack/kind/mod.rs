@@ -4,12 +4,15 @@
 //! steps, the `Stack` methods run the scenario steps, `shutdown` the teardown. `waf-e2e plan` prints them.
 
 pub mod cache;
+pub mod calico_policy;
 pub mod cluster;
 pub mod doctor;
 pub mod objects;
 pub mod plan;
+pub mod scrape;
 pub mod secrets;
 pub mod stack;
+pub mod validate;
 pub mod steps;
 
 pub use stack::KindStack;

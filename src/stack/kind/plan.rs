@@ -11,7 +11,7 @@ use crate::error::HarnessError;
 use crate::k8s::AppliedObject;
 use crate::rendered::{RenderedDocument, RenderedSet};
 use crate::scenario::Scenario;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,6 +111,13 @@ pub enum PlanStep {
     ApplyFile {
         /// The file (relative to the repository root).
         path: PathBuf,
+        /// What it holds (`Kind ns/name`), in order.
+        objects: Vec<String>,
+    },
+    /// Server-side apply the namespaces the rendered objects live in (a namespace that exists is kept).
+    EnsureNamespaces {
+        /// Namespace names, sorted.
+        namespaces: Vec<String>,
     },
     /// Apply a credential read from the file named by an env var (contents never shown).
     ApplySecret {
@@ -307,11 +314,15 @@ pub fn build_plan(opts: &ClusterOpts, scenarios: &[Scenario]) -> Result<Plan> {
                     steps.extend(waits.iter().cloned().map(wait));
                 }
                 Install::File { path, waits } => {
-                    steps.push(PlanStep::ApplyFile { path: path.clone() });
+                    steps.push(PlanStep::ApplyFile { path: path.clone(), objects: file_objects(&opts.root, path)? });
                     steps.extend(waits.iter().cloned().map(wait));
                 }
                 Install::Secret { kind, env } => steps.push(PlanStep::ApplySecret { kind: *kind, env: env.clone() }),
                 Install::Rendered => {
+                    let namespaces: std::collections::BTreeSet<String> = rendered.documents.iter().filter_map(|d| d.namespace.clone()).collect();
+                    if !namespaces.is_empty() {
+                        steps.push(PlanStep::EnsureNamespaces { namespaces: namespaces.into_iter().collect() });
+                    }
                     for (path, objects) in rendered_files(&rendered) {
                         steps.push(PlanStep::ApplyRendered { path, objects });
                     }
@@ -403,6 +414,19 @@ fn rendered_files(rendered: &RenderedSet) -> Vec<(PathBuf, Vec<String>)> {
     files
 }
 
+/// The objects a repository manifest holds, as `Kind ns/name`, in order.
+fn file_objects(root: &Path, path: &Path) -> Result<Vec<String>> {
+    let full = root.join(path);
+    let text = std::fs::read_to_string(&full).with_context(|| format!("cannot read {}", full.display()))?;
+    Ok(crate::k8s::parse_manifests(&text, &path.display().to_string())?
+        .iter()
+        .map(|m| match m.object.metadata.namespace.as_deref() {
+            Some(ns) => format!("{} {ns}/{}", m.kind(), m.name()),
+            None => format!("{} {}", m.kind(), m.name()),
+        })
+        .collect())
+}
+
 fn relative(root: &Path, p: &Path) -> PathBuf {
     p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -444,7 +468,14 @@ impl fmt::Display for PlanStep {
                 }
             ),
             PlanStep::ApplyDownload { name, version } => write!(f, "server-side apply {name} {version} (field manager {FIELD_MANAGER})"),
-            PlanStep::ApplyFile { path } => write!(f, "server-side apply {} (field manager {FIELD_MANAGER})", path.display()),
+            PlanStep::ApplyFile { path, objects } => {
+                write!(f, "server-side apply {} (field manager {FIELD_MANAGER}): {}", path.display(), objects.join(", "))
+            }
+            PlanStep::EnsureNamespaces { namespaces } => write!(
+                f,
+                "server-side apply namespaces {} (the rendered objects live there; existing ones are kept)",
+                namespaces.join(", ")
+            ),
             PlanStep::ApplySecret { kind, env } => write!(f, "apply the {kind} from the file named by ${env} (contents never shown)"),
             PlanStep::ApplyRendered { path, objects } => {
                 write!(f, "server-side apply rendered {}: {}", path.display(), objects.join(", "))

@@ -10,8 +10,9 @@ use super::doctor::{preflight, StackKind};
 use super::objects;
 use super::plan::{build_plan, ClusterTarget, Plan, PlanStep, PodRef, FIELD_MANAGER, KIND_FIELD_MANAGER};
 use crate::profile::{lock_path, WaitSpec};
+use super::scrape::{target_up_or_blame, ScrapeProbe};
 use super::secrets;
-use super::steps::{envoyproxy_adjustment, gateway_manifest, policy_accepted, scrub, split_ref, target_up};
+use super::steps::{envoyproxy_adjustment, gateway_manifest, namespaces_manifest, policy_accepted, scrub, split_ref, waf_policy_ready};
 use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
@@ -200,7 +201,10 @@ async fn execute(
             // Release manifests carry their CRDs: apply those first and wait until they are served.
             k8s::apply_manifests_crds_first(client, &read(&f.path)?, &source, FIELD_MANAGER, t.crd_established).await?;
         }
-        PlanStep::ApplyFile { path } => {
+        PlanStep::EnsureNamespaces { namespaces } => {
+            applied.extend(k8s::apply_manifests(client, &namespaces_manifest(namespaces), "namespaces of the rendered objects", FIELD_MANAGER).await?);
+        }
+        PlanStep::ApplyFile { path, .. } => {
             let full = plan.root.join(path);
             applied.extend(k8s::apply_manifests(client, &read(&full)?, &path.display().to_string(), FIELD_MANAGER).await?);
         }
@@ -222,7 +226,7 @@ async fn execute(
             let text = gateway_manifest(&read(&plan.root.join(path))?, envoyproxy.as_ref());
             applied.extend(k8s::apply_manifests(client, &text, &path.display().to_string(), FIELD_MANAGER).await?);
         }
-        PlanStep::Wait { wait, timeout } => run_wait(client, wait, *timeout, forwards).await?,
+        PlanStep::Wait { wait, timeout } => run_wait(client, wait, *timeout, forwards, plan).await?,
         PlanStep::AttachAuditReader { image, timeout, .. } => {
             // NOT RUN here: needs Kubernetes >= 1.25 and permission to patch pods/ephemeralcontainers.
             let reader = AuditReader { image: image.clone(), running_timeout: *timeout };
@@ -248,7 +252,7 @@ async fn execute(
     Ok(())
 }
 
-async fn run_wait(client: &Client, w: &WaitSpec, timeout: Duration, forwards: &BTreeMap<String, PortForward>) -> Result<()> {
+async fn run_wait(client: &Client, w: &WaitSpec, timeout: Duration, forwards: &BTreeMap<String, PortForward>, plan: &Plan) -> Result<()> {
     use crate::k8s::waits;
     match w {
         WaitSpec::CrdEstablished(name) => waits::crd_established(client, name, timeout).await,
@@ -275,22 +279,22 @@ async fn run_wait(client: &Client, w: &WaitSpec, timeout: Duration, forwards: &B
             waits::route_accepted(client, ns, name, timeout).await
         }
         WaitSpec::ScrapeTargetUp(pool) => {
-            let prometheus = forwards.get("prometheus").ok_or_else(|| anyhow!("no prometheus port-forward before the target-up wait"))?;
-            let url = format!("{}/api/v1/targets?state=active", prometheus.url());
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-            wait::until(&w.to_string(), timeout, || {
-                let (http, url) = (http.clone(), url.clone());
-                async move {
-                    let answer: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
-                    Ok(target_up(&answer, pool))
-                }
-            })
-            .await
+            let url = |name: &str| forwards.get(name).map(PortForward::url).ok_or_else(|| anyhow!("no {name} port-forward before the target-up wait"));
+            let probe = ScrapeProbe {
+                prometheus_url: url("prometheus")?,
+                stats_url: url("proxy-stats")?,
+                pool: pool.clone(),
+                prometheus_pod: (plan.profile.prometheus.namespace.clone(), format!("prometheus-{}-0", plan.profile.prometheus.name)),
+                proxies: (plan.profile.gateway.proxy_namespace.clone(), plan.proxy_selector()),
+                policies: plan.rendered.documents.iter().filter(|d| d.kind == "GlobalNetworkPolicy").map(|d| d.value.clone()).collect(),
+            };
+            target_up_or_blame(client, &probe, timeout).await
         }
     }
 }
 
-/// Polls every object of `objects` that reports policy status (`status.ancestors`) until Accepted.
+/// Polls every WAF policy of `objects` until its controller took it: an EnvoyExtensionPolicy Accepted by
+/// its ancestors (`status.ancestors`), a Calico WAFPolicy Ready (`status.conditions`).
 async fn policies_accepted(client: &Client, objects: &[AppliedObject], timeout: Duration) -> Result<()> {
     let kinds = ["EnvoyExtensionPolicy", "WAFPolicy"];
     for o in objects.iter().filter(|o| kinds.contains(&o.kind.as_str())) {
@@ -298,12 +302,15 @@ async fn policies_accepted(client: &Client, objects: &[AppliedObject], timeout: 
         let (ar, _) = crate::k8s::apply::resolve_kind(client, &types).await?;
         let ns = o.namespace.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-        wait::until(&format!("{o} Accepted"), timeout, || {
+        let waf_policy = o.kind == "WAFPolicy";
+        let what = if waf_policy { format!("{o} Ready=True") } else { format!("{o} Accepted") };
+        wait::until(&what, timeout, || {
             let api = api.clone();
             let name = o.name.clone();
             async move {
                 Ok(match api.get_opt(&name).await? {
                     None => Check::NotYet("not found".into()),
+                    Some(obj) if waf_policy => waf_policy_ready(&obj.data, obj.metadata.generation),
                     Some(obj) => policy_accepted(&obj.data),
                 })
             }

@@ -31,6 +31,14 @@ pub fn envoyproxy_adjustment(target: &AppliedObject) -> String {
     serde_saphyr::to_string(&v).unwrap_or_default()
 }
 
+/// Namespace objects for `names`, as multi-document YAML.
+pub fn namespaces_manifest(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("---\n{}", serde_saphyr::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}})).unwrap_or_default()))
+        .collect()
+}
+
 /// Where a rendered EnvoyProxy makes envoy log: `Some((log path, volume holding it))` for a
 /// `--log-path` in `spec.extraArgs` (volume `None` when no `envoyDeployment.container.volumeMounts`
 /// entry holds it), `None` when envoy logs to stderr.
@@ -99,6 +107,16 @@ pub fn policy_accepted(object: &Value) -> Check<()> {
     }
 }
 
+/// Whether a Calico WAFPolicy is Ready for its current `generation`: its status has top-level
+/// `status.conditions` (Licensed, Accepted, Programmed, Ready), not Gateway API `status.ancestors`.
+pub fn waf_policy_ready(object: &Value, generation: Option<i64>) -> Check<()> {
+    let conditions = crate::k8s::conditions::status_conditions(object);
+    match crate::k8s::conditions::check_condition(&conditions, "Ready", generation) {
+        Ok(()) => Check::Met(()),
+        Err(seen) => Check::NotYet(seen),
+    }
+}
+
 /// `text` with the secret, each of its lines, YAML values and long tokens replaced by `<redacted>`.
 pub fn scrub(text: &str, secret: &str) -> String {
     let mut parts: Vec<&str> = vec![secret.trim()];
@@ -162,6 +180,13 @@ mod tests {
     }
 
     #[test]
+    fn the_namespaces_manifest_holds_one_namespace_per_name() {
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&namespaces_manifest(&["a".into(), "tigera-prometheus".into()])).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1], json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tigera-prometheus"}}));
+    }
+
+    #[test]
     fn references_split_at_the_first_slash_only() {
         assert_eq!(split_ref("envoy-gateway-system/a.io/name=x").unwrap(), ("envoy-gateway-system", "a.io/name=x"));
         assert!(split_ref("no-slash").is_err());
@@ -192,6 +217,21 @@ mod tests {
         let rejected = json!({"status": {"ancestors": [{"conditions": [{"type": "Accepted", "status": "False", "reason": "Invalid", "message": "wasm fetch failed"}]}]}});
         assert!(matches!(policy_accepted(&rejected), Check::NotYet(s) if s.contains("wasm fetch failed")));
         assert!(matches!(policy_accepted(&json!({})), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn a_waf_policy_is_ready_from_its_status_conditions_not_ancestors() {
+        let ready = json!({"status": {"conditions": [
+            {"type": "Accepted", "status": "True", "observedGeneration": 2},
+            {"type": "Ready", "status": "True", "observedGeneration": 2}]}});
+        assert!(matches!(waf_policy_ready(&ready, Some(2)), Check::Met(())));
+        assert!(matches!(waf_policy_ready(&ready, Some(3)), Check::NotYet(_)), "an older generation is not ready");
+        let not_ready = json!({"status": {"conditions": [
+            {"type": "Programmed", "status": "False", "reason": "WASMUnavailable"},
+            {"type": "Ready", "status": "False", "reason": "NotReady", "message": "plugin not found"}]}});
+        assert!(matches!(waf_policy_ready(&not_ready, None), Check::NotYet(s) if s.contains("plugin not found")));
+        let ancestors_only = json!({"status": {"ancestors": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}});
+        assert!(matches!(waf_policy_ready(&ancestors_only, None), Check::NotYet(_)));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub struct LocalStack {
     waf: Mutex<Option<crate::waf::ReferenceWaf>>,
     echo: EchoBackend,
     routes: Mutex<BTreeMap<String, RouteSpec>>,
-    dir: tempfile::TempDir,
+    dir: crate::rundir::RunDir,
     audit_flush: crate::envoy::AuditFlush,
     timeouts: Timeouts,
     opts: LocalOptions,
@@ -101,7 +101,7 @@ pub struct LocalStack {
 impl LocalStack {
     /// Starts everything and waits until Envoy serves and Prometheus is ready.
     pub async fn start(opts: &LocalOptions) -> Result<LocalStack> {
-        let dir = tempfile::Builder::new().prefix("waf-e2e-local-").tempdir().context("create the local stack's run directory")?;
+        let dir = crate::rundir::RunDir::create_unique("local").context("create the local stack's run directory")?;
         let parts = parts::Parts::load(opts, dir.path())?;
         let echo = EchoBackend::start().await?;
         let (module, filter, capabilities, waf) = match &opts.waf_wasm {

@@ -1,0 +1,207 @@
+//! The machine-readable report (`run --report json FILE`): the run's facts and, per scenario, its
+//! verdict, failures, phase timings, audit latency and why it did not run, if it did not.
+
+use super::RunInfo;
+use crate::runner::{Outcome, Verdict, NOT_RUN};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The version of this report's shape; bumped when a field changes meaning or goes away.
+pub const FORMAT: &str = "waf-e2e.report/v1";
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct JsonReport {
+    /// [`FORMAT`].
+    pub format: &'static str,
+    /// The run id (the prefix of every correlation id).
+    pub run_id: String,
+    /// The stack's name.
+    pub stack: String,
+    /// The stack profile, when the stack has one.
+    pub profile: Option<String>,
+    /// The Envoy version that served the traffic, when known.
+    pub envoy_version: Option<String>,
+    /// Which WAF filter ran, when known.
+    pub filter: Option<String>,
+    /// The machine the harness ran on.
+    pub hostname: Option<String>,
+    /// When the run began (RFC 3339).
+    pub started_at: String,
+    /// Wall time of the run, in milliseconds.
+    pub duration_ms: u64,
+    /// The signal that interrupted the run, if one did.
+    pub interrupted: Option<String>,
+    /// How many scenarios ended each way.
+    pub totals: Totals,
+    /// One entry per scenario, in the scenarios' order.
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+/// Counts per verdict.
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    /// Every expectation held.
+    pub passed: usize,
+    /// At least one expectation failed.
+    pub failed: usize,
+    /// Not run on this stack (a capability it lacks).
+    pub skipped: usize,
+    /// The infrastructure failed under it, or the run was interrupted.
+    pub errors: usize,
+    /// Never started (`--fail-fast`).
+    pub not_run: usize,
+}
+
+/// One scenario's result.
+#[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    /// The scenario's name.
+    pub name: String,
+    /// `passed`, `failed`, `skipped`, `error` or `not_run`.
+    pub verdict: &'static str,
+    /// Each failed expectation, expected vs observed (empty unless `failed`).
+    pub failures: Vec<String>,
+    /// What broke (only for `error`).
+    pub error: Option<String>,
+    /// Why the scenario did not run, or not to the end (`skipped`, `not_run`, and `error` when cut short).
+    pub not_run_reason: Option<String>,
+    /// Wall time of the scenario, in milliseconds.
+    pub duration_ms: u64,
+    /// Where the time went, in milliseconds.
+    pub timings: TimingsReport,
+    /// From the last response to the last audit record, in milliseconds, when measured.
+    pub audit_latency_ms: Option<u64>,
+    /// The diagnostics bundle, when one was written.
+    pub diagnostics: Option<String>,
+}
+
+/// The runner's phase timings, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct TimingsReport {
+    /// Installing policy, route and backend.
+    pub install_ms: u64,
+    /// Waiting for the target and the baseline scrape.
+    pub baseline_ms: u64,
+    /// Sending the traffic.
+    pub traffic_ms: u64,
+    /// From the last response to the first scrape after it.
+    pub settle_ms: u64,
+    /// The confirming scrape.
+    pub confirm_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ScenarioReport {
+    /// The report entry of one outcome.
+    pub fn of(o: &Outcome) -> ScenarioReport {
+        let (verdict, failures, error, not_run_reason) = match &o.verdict {
+            Verdict::Passed => ("passed", Vec::new(), None, None),
+            Verdict::Failed(f) => ("failed", f.clone(), None, None),
+            Verdict::Skipped(why) => ("skipped", Vec::new(), None, Some(why.clone())),
+            Verdict::NotRun(why) => ("not_run", Vec::new(), None, Some(why.clone())),
+            Verdict::Broken(why) => {
+                let cut_short = why.strip_prefix(NOT_RUN).map(|rest| rest.trim_start_matches(':').trim().to_string());
+                ("error", Vec::new(), Some(why.clone()), cut_short)
+            }
+        };
+        let t = &o.timings;
+        ScenarioReport {
+            name: o.name.clone(),
+            verdict,
+            failures,
+            error,
+            not_run_reason,
+            duration_ms: ms(o.duration),
+            timings: TimingsReport { install_ms: ms(t.install), baseline_ms: ms(t.baseline), traffic_ms: ms(t.traffic), settle_ms: ms(t.settle), confirm_ms: ms(t.confirm) },
+            audit_latency_ms: o.timings.audit_latency.map(ms),
+            diagnostics: o.diagnostics.as_ref().map(|d| d.display().to_string()),
+        }
+    }
+}
+
+/// The report of the run `info` describes.
+pub fn build_json(info: &RunInfo, outcomes: &[Outcome]) -> JsonReport {
+    let scenarios: Vec<ScenarioReport> = outcomes.iter().map(ScenarioReport::of).collect();
+    let mut totals = Totals::default();
+    for s in &scenarios {
+        *match s.verdict {
+            "passed" => &mut totals.passed,
+            "failed" => &mut totals.failed,
+            "skipped" => &mut totals.skipped,
+            "not_run" => &mut totals.not_run,
+            _ => &mut totals.errors,
+        } += 1;
+    }
+    JsonReport {
+        format: FORMAT,
+        run_id: info.run_id.clone(),
+        stack: info.stack.clone(),
+        profile: info.profile.clone(),
+        envoy_version: info.envoy_version.clone(),
+        filter: info.filter.clone(),
+        hostname: info.hostname.clone(),
+        started_at: info.started_at.to_rfc3339(),
+        duration_ms: ms(info.duration),
+        interrupted: info.interrupted.clone(),
+        totals,
+        scenarios,
+    }
+}
+
+/// Writes the JSON report to `path`.
+pub fn write_json(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<()> {
+    let text = serde_json::to_string_pretty(&build_json(info, outcomes)).context("serialise the JSON report")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write JSON report {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::junit::tests::info;
+    use crate::runner::Timings;
+
+    fn outcome(name: &str, verdict: Verdict) -> Outcome {
+        let timings = Timings { traffic: Duration::from_millis(120), ..Timings::default() };
+        Outcome { name: name.into(), verdict, duration: Duration::from_millis(2500), timings, diagnostics: None, not_checked: Vec::new(), notes: Vec::new() }
+    }
+
+    #[test]
+    fn each_verdict_has_its_name_reason_and_timings() {
+        let outcomes = [
+            outcome("ok", Verdict::Passed),
+            outcome("bad", Verdict::Failed(vec!["decision series #1: expected +3, observed +2".into()])),
+            outcome("cut", Verdict::Broken(format!("{NOT_RUN}: interrupted by SIGTERM"))),
+            outcome("later", Verdict::NotRun("--fail-fast: bad failed before this scenario started".into())),
+            outcome("lacking", Verdict::Skipped("the local stack lacks Blocking".into())),
+        ];
+        let v = serde_json::to_value(build_json(&info(), &outcomes)).unwrap();
+        assert_eq!(v["format"], FORMAT);
+        assert_eq!(v["run_id"], "0badcafe");
+        assert_eq!(v["filter"], serde_json::Value::Null);
+        assert_eq!(v["started_at"], "2026-12-01T20:30:00+00:00");
+        assert_eq!(v["totals"], serde_json::json!({"passed": 1, "failed": 1, "skipped": 1, "errors": 1, "not_run": 1}));
+        let s = &v["scenarios"];
+        assert_eq!(s[0]["verdict"], "passed");
+        assert_eq!(s[0]["timings"]["traffic_ms"], 120);
+        assert_eq!(s[0]["duration_ms"], 2500);
+        assert_eq!(s[1]["failures"][0], "decision series #1: expected +3, observed +2");
+        assert_eq!(s[2]["verdict"], "error");
+        assert_eq!(s[2]["not_run_reason"], "interrupted by SIGTERM");
+        assert_eq!(s[3]["verdict"], "not_run");
+        assert_eq!(s[4]["not_run_reason"], "the local stack lacks Blocking");
+        assert_eq!(s[0]["audit_latency_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_error_that_was_not_a_cut_short_has_no_not_run_reason() {
+        let v = serde_json::to_value(build_json(&info(), &[outcome("x", Verdict::Broken("Prometheus exited".into()))])).unwrap();
+        assert_eq!(v["scenarios"][0]["error"], "Prometheus exited");
+        assert_eq!(v["scenarios"][0]["not_run_reason"], serde_json::Value::Null);
+    }
+}
