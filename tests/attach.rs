@@ -1,5 +1,5 @@
 //! `waf-e2e up` keeps the local stack; `waf-e2e run --attach` runs scenarios on it, a changed render
-//! taking effect between runs; Ctrl-C of `up` leaves no process and no state file.
+//! (PodMonitor: Prometheus reloaded; EnvoyProxy: Envoy restarted) taking effect between runs; Ctrl-C of `up` leaves no process and no state file.
 #![cfg(feature = "reference-proxy")]
 
 mod common;
@@ -75,15 +75,21 @@ async fn a_broken_podmonitor_between_two_attached_runs_fails_and_the_restored_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_envoyproxy_on_an_attached_run_is_refused_naming_it() {
+async fn an_envoyproxy_changed_between_attached_runs_restarts_envoy_and_takes_effect() {
     let (up, state, _state_dir) = up().await;
     let dir = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/rendered/podmonitor.yaml"));
     let envoyproxy = dir.path().join("envoyproxy.yaml");
-    let text = std::fs::read_to_string(&envoyproxy).expect("read envoyproxy.yaml");
-    assert!(text.contains("default: warn"), "the fixture sets Envoy's default log level");
-    std::fs::write(&envoyproxy, text.replacen("default: warn", "default: error", 1)).expect("write envoyproxy.yaml");
+    let good = std::fs::read_to_string(&envoyproxy).expect("read envoyproxy.yaml");
+    assert!(good.contains("wasm: info"), "the fixture logs the wasm logger at info");
+    std::fs::write(&envoyproxy, good.replacen("wasm: info", "wasm: warn", 1)).expect("write envoyproxy.yaml");
     let (code, out) = attached_run(&state, dir.path()).await;
-    assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("EnvoyProxy") && out.contains("changed"), "{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Envoy restarted (same ports) with the changed EnvoyProxy"), "{out}");
+    assert!(out.contains("Envoy's `wasm` logger is at `warn`"), "{out}");
+
+    std::fs::write(&envoyproxy, good).expect("restore envoyproxy.yaml");
+    let (code, out) = attached_run(&state, dir.path()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Envoy restarted (same ports)"), "{out}");
     stop(up, &state).await;
 }

@@ -43,6 +43,7 @@ async fn start_with(run: &Path, launch: ProxyLaunch, extra_clusters: Vec<(String
         listener_name: "waf-e2e/waf-e2e-gw/http".into(),
         extra_clusters,
         timeouts: Timeouts::default(),
+        ports: None,
     };
     EnvoyProcess::start(opts).await.unwrap_or_else(|e| panic!("{e:#}"))
 }

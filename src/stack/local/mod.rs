@@ -82,7 +82,8 @@ pub struct LocalStack {
     endpoints: Endpoints,
     filter: FilterInfo,
     capabilities: Vec<Capability>,
-    parts: parts::Parts,
+    parts: std::sync::RwLock<std::sync::Arc<parts::Parts>>,
+    extra_clusters: Vec<(String, std::net::SocketAddr)>,
     envoy: Mutex<Option<EnvoyProcess>>,
     prometheus: Mutex<Option<PrometheusProcess>>,
     waf: Mutex<Option<crate::waf::ReferenceWaf>>,
@@ -122,8 +123,8 @@ impl LocalStack {
                 (module, info, vec![Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog], Some(waf))
             }
         };
-        let extra_clusters = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
-        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters).await?;
+        let extra_clusters: Vec<_> = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
+        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters.clone()).await?;
         let filter = FilterInfo { envoy_version: Some(envoy.version().to_string()), ..filter };
         let scrape_target = envoy.metrics_addr().with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
         let prometheus_config = parts.scrape_config(scrape_target, opts.scrape_interval)?;
@@ -140,7 +141,8 @@ impl LocalStack {
             endpoints,
             filter,
             capabilities,
-            parts,
+            parts: std::sync::RwLock::new(std::sync::Arc::new(parts)),
+            extra_clusters,
             envoy: Mutex::new(Some(envoy)),
             prometheus: Mutex::new(Some(prometheus)),
             waf: Mutex::new(waf),
@@ -155,6 +157,11 @@ impl LocalStack {
             rendered_now: Mutex::new(opts.rendered.clone()),
             module_now: Mutex::new(None),
         })
+    }
+
+    /// The translated inputs in force (replaced when an attached run changes the EnvoyProxy).
+    fn parts(&self) -> std::sync::Arc<parts::Parts> {
+        self.parts.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Prometheus' process id while it runs (fault tests kill it).
@@ -218,8 +225,8 @@ impl Stack for LocalStack {
             host: format!("{}.waf-e2e.test", scenario.name()),
         };
         let route = match self.module_now.lock().await.as_deref() {
-            Some(module) => self.parts.route_with_module(scenario, &env, self.echo.addr(), module),
-            None => self.parts.route(scenario, &env, self.echo.addr()),
+            Some(module) => self.parts().route_with_module(scenario, &env, self.echo.addr(), module),
+            None => self.parts().route(scenario, &env, self.echo.addr()),
         };
         let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
         let mut routes = self.routes.lock().await;
@@ -240,7 +247,7 @@ impl Stack for LocalStack {
     }
 
     async fn audit_cursor(&self) -> Result<AuditCursor> {
-        let file = self.parts.audit_file();
+        let file = self.parts().audit_file();
         let len = match tokio::fs::metadata(&file).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -250,7 +257,7 @@ impl Stack for LocalStack {
     }
 
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
-        let file = self.parts.audit_file();
+        let file = self.parts().audit_file();
         let source = file.display().to_string();
         let offset = cursor.0.get(&source).copied().unwrap_or(0);
         let bytes = match tokio::fs::read(&file).await {
@@ -300,7 +307,7 @@ impl Stack for LocalStack {
     }
 
     fn audit_hints(&self) -> Vec<String> {
-        self.parts.audit_hints()
+        self.parts().audit_hints()
     }
 
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()> {
@@ -315,7 +322,7 @@ impl Stack for LocalStack {
         };
         parts::write_bundle(dir, &parts::Bundle {
             run_dir: self.dir.path(),
-            audit_file: &self.parts.audit_file(),
+            audit_file: &self.parts().audit_file(),
             scenario: env,
             raw_stats: &raw,
             prometheus_dir: prometheus_dir.as_deref(),

@@ -51,6 +51,11 @@ impl Parts {
         Parts { module, ..self }
     }
 
+    /// The wasm module every policy loads.
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
     /// The flavour of the profile's filter (what `--waf-wasm` runs unless `--waf-flavour` says otherwise).
     pub fn profile_flavour(&self) -> String {
         self.profile.filter.flavour.clone()
@@ -58,6 +63,11 @@ impl Parts {
 
     /// Starts Envoy as Envoy Gateway runs a proxy of [`GATEWAY`].
     pub async fn start_envoy(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> Result<EnvoyProcess> {
+        self.start_envoy_on(opts, run_dir, extra_clusters, None).await
+    }
+
+    /// [`Parts::start_envoy`] on the given admin, metrics and gateway addresses (a restart keeps them).
+    pub async fn start_envoy_on(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, ports: Option<[SocketAddr; 3]>) -> Result<EnvoyProcess> {
         let binary = crate::envoy::find_envoy(opts.envoy.as_deref())?;
         EnvoyProcess::start(EnvoyOptions {
             binary,
@@ -68,6 +78,7 @@ impl Parts {
             listener_name: format!("{GATEWAY_NAMESPACE}/{GATEWAY}/http"),
             extra_clusters,
             timeouts: opts.timeouts.clone(),
+            ports,
         })
         .await
     }

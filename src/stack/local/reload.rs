@@ -6,9 +6,10 @@
 //! then come from the new relabeling from the next scrape on; the runner's baseline is a scrape
 //! after the reload, so the baseline-and-two-scrapes rule holds unchanged.
 //!
-//! A changed EnvoyProxy is refused for now, naming the resource: its translation changes Envoy's
-//! command line, which needs a restart of Envoy (new admin, metrics and gateway ports, so new
-//! endpoints), and that is not implemented on an attached stack. Restart `waf-e2e up` instead.
+//! A changed EnvoyProxy changes Envoy's command line: Envoy is restarted (stopped, then started from
+//! the new translation on the same admin, metrics and gateway ports, so the endpoints and
+//! Prometheus' target stay), and the installed routes are written to it again. The counters start
+//! from zero in the new process; the runner's baseline is taken after, so nothing is lost.
 
 use super::parts::Parts;
 use super::LocalStack;
@@ -46,7 +47,7 @@ impl LocalStack {
             run_dir: self.dir.path().to_path_buf(),
             envoy_admin,
             envoy_xds_dir: self.dir.path().join("xds"),
-            audit_file: self.parts.audit_file(),
+            audit_file: self.parts().audit_file(),
             prometheus_config,
             waf_service,
             rendered: self.rendered_now.lock().await.clone(),
@@ -69,25 +70,48 @@ impl LocalStack {
     /// Applies the render in `rendered` to the running stack; says what changed, in sentences.
     pub async fn apply_render(&self, rendered: &std::path::Path) -> Result<Vec<String>> {
         let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
-        let next = Parts::load(&opts, self.dir.path())?;
-        if next.launch != self.parts.launch {
-            bail!("{} changed; the running Envoy was started from the previous one, and re-translating Envoy's command line on an attached stack is not implemented: stop `waf-e2e up` and start it again", next.launch.source);
-        }
+        let current = self.parts();
+        let next = Parts::load(&opts, self.dir.path())?.with_module(current.module().to_path_buf());
         let pool = next.rendered.podmonitor.job_name(0);
         if pool != self.endpoints().scrape_pool {
             bail!("the PodMonitor's scrape pool changed from {} to {pool} (renamed PodMonitor); restart `waf-e2e up` to use it", self.endpoints().scrape_pool);
         }
-        let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
-        let mut current = self.prometheus_config.lock().await;
         let mut changes = Vec::new();
-        if *current != config {
+        if next.launch != current.launch {
+            if !next.launch.prometheus {
+                bail!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", next.launch.source);
+            }
+            self.restart_envoy(&opts, &next).await.with_context(|| format!("restart Envoy with the changed {}", next.launch.source))?;
+            changes.push(format!("Envoy restarted (same ports) with the changed {} of {}", next.launch.source, rendered.display()));
+        }
+        let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
+        let mut config_now = self.prometheus_config.lock().await;
+        if *config_now != config {
             let prometheus = self.prometheus.lock().await;
             let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
             prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
-            *current = config;
+            *config_now = config;
             changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
         }
+        *self.parts.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
         *self.rendered_now.lock().await = rendered.to_path_buf();
         Ok(changes)
+    }
+
+    /// Stops Envoy and starts it from `next`'s launch on the same ports, with the routes installed now.
+    /// A restart, not a hot restart: no request is in flight between runs, and a hot restart would
+    /// need the old process's shared memory and `--restart-epoch` handover for nothing.
+    async fn restart_envoy(&self, opts: &super::LocalOptions, next: &Parts) -> Result<()> {
+        let mut envoy = self.envoy.lock().await;
+        let old = envoy.take().context("Envoy was shut down")?;
+        let ports = old.ports();
+        old.stop().await.context("stop the running Envoy")?;
+        let started = next.start_envoy_on(opts, self.dir.path(), self.extra_clusters.clone(), Some(ports)).await?;
+        let routes: Vec<_> = self.routes.lock().await.values().cloned().collect();
+        if !routes.is_empty() {
+            started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
+        }
+        *envoy = Some(started);
+        Ok(())
     }
 }
