@@ -130,7 +130,13 @@ async fn render(State(s): State<Stk>, Json(b): Json<PathBody>) -> Answer<Vec<Str
 async fn install(State(s): State<Stk>, Json(b): Json<PathBody>) -> Answer<ScenarioEnv> {
     // Read again on every run: an edited scenario file takes effect without restarting `up`.
     let scenario = crate::scenario::load_file(&b.path).map_err(anyhow::Error::from);
-    answer(async { s.install_scenario(&scenario?).await }.await)
+    answer(async {
+        let scenario = scenario?;
+        if s.is_installed(scenario.name()).await {
+            anyhow::bail!("scenario {} is installed by another attached run right now; wait for it to finish", scenario.name());
+        }
+        s.install_scenario(&scenario).await
+    }.await)
 }
 
 async fn remove(State(s): State<Stk>, Json(env): Json<ScenarioEnv>) -> Answer<()> {

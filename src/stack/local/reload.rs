@@ -54,6 +54,11 @@ impl LocalStack {
         })
     }
 
+    /// Whether a scenario of this name is installed now (an attached run must not take over another's).
+    pub async fn is_installed(&self, scenario: &str) -> bool {
+        self.routes.lock().await.contains_key(scenario)
+    }
+
     /// Loads the filter module `module` for every scenario installed from now on. It is copied into the
     /// run under a name made of its content's hash, so Envoy sees a changed configuration and loads it.
     pub async fn swap_module(&self, module: &std::path::Path) -> Result<PathBuf> {
