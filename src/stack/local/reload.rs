@@ -94,13 +94,43 @@ impl LocalStack {
         if *config_now != config {
             let prometheus = self.prometheus.lock().await;
             let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
+            let prom = crate::assert::prom::PromClient::new(&self.endpoints().prometheus_url)?;
+            let reloaded_at = prom.server_time().await?;
             prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
             *config_now = config;
+            self.previous_series_gone(&prom, reloaded_at).await?;
             changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
         }
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
         *self.rendered_now.lock().await = rendered.to_path_buf();
         Ok(changes)
+    }
+
+    /// Waits until the pool was scraped with the reloaded config and no series of the previous config
+    /// remains visible. Measured: a reload writes no staleness markers, so for a scrape or two an
+    /// instant query still returned the old relabeling's series beside the new ones, and a baseline
+    /// taken then compared the wrong series.
+    async fn previous_series_gone(&self, prom: &crate::assert::prom::PromClient, reloaded_at: f64) -> Result<()> {
+        use crate::assert::prom::quote;
+        use crate::wait::{self, Check};
+        let pool = &self.endpoints().scrape_pool;
+        let deadline = self.timeouts.next_scrape * 2;
+        wait::until(&format!("scrape pool {pool} scraped with the reloaded config and the previous config's series stale"), deadline, || async {
+            let Some(job) = prom.targets(pool).await?.first().and_then(|t| t.labels.get("job").cloned()) else {
+                // No active target: the runner names the PodMonitor that selects no proxy.
+                return Ok(Check::Met(()));
+            };
+            let job = quote(&job);
+            let newest = prom.instant(&format!("max(timestamp(up{{job={job}}}))"), None).await?.first().map_or(0.0, |s| s.value);
+            if newest <= reloaded_at {
+                return Ok(Check::NotYet(format!("newest scrape t={newest:.3}, reloaded at t={reloaded_at:.3}")));
+            }
+            // timestamp() drops the metric name; keep it in a label so the series stay distinct.
+            let query = format!("count(timestamp(label_replace({{job={job}}}, \"metric_name\", \"$1\", \"__name__\", \"(.+)\")) < {newest})");
+            let older = prom.instant(&query, None).await?.first().map_or(0.0, |s| s.value);
+            Ok(if older == 0.0 { Check::Met(()) } else { Check::NotYet(format!("{older} series older than the newest scrape t={newest:.3}")) })
+        })
+        .await
     }
 
     /// Stops Envoy and starts it from `next`'s launch on the same ports, with the routes installed now.
