@@ -253,6 +253,14 @@ impl RunArgs {
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }
+        let local_flags = [("--envoy", self.envoy.is_some()), ("--waf-wasm", self.waf_wasm.is_some())];
+        let given: Vec<&str> = local_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        if !given.is_empty() && kind != StackKind::Local {
+            return usage(format!("{} only apply to the local stack, not the {kind} stack", given.join(", ")));
+        }
+        if let Some(flavour) = self.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+            return usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS));
+        }
         self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
         self.reports().map(|_| ())
     }
@@ -414,10 +422,6 @@ fn list(args: &SelectArgs) -> Result<(), HarnessError> {
 }
 
 async fn run(args: RunArgs) -> Result<(), HarnessError> {
-    if let Some(flavour) = args.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
-        return Err(HarnessError::Usage(format!(
-            "--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
-    }
     let timeouts = Timeouts::default();
     args.check(&timeouts)?;
     let reports = args.reports()?;
@@ -439,7 +443,8 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let mut info = RunInfo {
         run_id: run_id.clone(),
         stack: kind.to_string(),
-        profile: matches!(kind, StackKind::Kind | StackKind::Cluster).then(|| args.profile.clone()),
+        // The local stack renders each policy from the profile's template too; only endpoints has none.
+        profile: (kind != StackKind::Endpoints).then(|| args.profile.clone()),
         envoy_version: None,
         filter: None,
         hostname: report::hostname(),
@@ -452,11 +457,21 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
             Ok(stack) => stack,
             Err(e) => {
                 let e = HarnessError::classify(e);
-                if let HarnessError::Infrastructure(why) = &e {
-                    info.duration = started.elapsed();
-                    let why = format!("the {kind} stack did not start: {why:#}");
-                    // A report that cannot be written is noted on stderr; the start failure stays the verdict.
-                    let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+                info.duration = started.elapsed();
+                match &e {
+                    HarnessError::Infrastructure(why) => {
+                        let why = format!("the {kind} stack did not start: {why:#}");
+                        // A report that cannot be written is noted on stderr; the start failure stays the verdict.
+                        let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
+                    }
+                    // The resource under test kept the stack from working (e.g. a GlobalNetworkPolicy
+                    // that keeps Prometheus out): every scenario fails with that reason.
+                    HarnessError::ResourceBroken(broken) => {
+                        let outcomes = runner::failed_by(&scenarios, &broken.to_string());
+                        print!("{}", report::summary_table(&outcomes));
+                        let _ = write_reports(&reports, &info, &outcomes, &progress);
+                    }
+                    _ => {}
                 }
                 return Err(e);
             }

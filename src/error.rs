@@ -66,6 +66,9 @@ pub enum HarnessError {
     /// Invalid usage that is not tied to a file (exit 2).
     #[error("usage: {0}")]
     Usage(String),
+    /// A resource under test is broken before any scenario could run (exit 1, like a failed scenario).
+    #[error("every scenario failed: {0}")]
+    ResourceBroken(BrokenResource),
     /// Infrastructure could not be started, installed or reached (exit 3).
     #[error("infrastructure failed: {0:#}")]
     Infrastructure(anyhow::Error),
@@ -75,14 +78,18 @@ impl HarnessError {
     /// The process exit code for this outcome (design, section 6).
     pub fn exit_code(&self) -> i32 {
         match self {
-            HarnessError::ScenariosFailed(_) => 1,
+            HarnessError::ScenariosFailed(_) | HarnessError::ResourceBroken(_) => 1,
             HarnessError::Invalid(_) | HarnessError::Usage(_) => 2,
             HarnessError::Infrastructure(_) => 3,
         }
     }
 
-    /// Classifies an error from library code: invalid input stays exit 2, everything else is infrastructure.
+    /// Classifies an error from library code: invalid input stays exit 2, a broken resource under
+    /// test is a failure (exit 1), everything else is infrastructure.
     pub fn classify(err: anyhow::Error) -> Self {
+        if let Some(broken) = BrokenResource::find(&err) {
+            return HarnessError::ResourceBroken(broken.clone());
+        }
         match err.downcast::<InvalidInput>() {
             Ok(invalid) => HarnessError::Invalid(invalid),
             Err(err) => match err.downcast::<HarnessError>() {
@@ -109,5 +116,20 @@ impl BrokenResource {
     /// The broken resource in an error chain, if any (the runner turns it into a failed scenario).
     pub fn find(err: &anyhow::Error) -> Option<&BrokenResource> {
         err.chain().find_map(|cause| cause.downcast_ref::<BrokenResource>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_resource_anywhere_in_an_error_chain_is_a_failed_verdict_not_infrastructure() {
+        let broken = BrokenResource { resource: "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics".into(), problem: "keeps Prometheus out".into() };
+        let err = anyhow::Error::new(broken).context("wait for scrape pool podMonitor/x/y/0").context("start the kind stack");
+        let classified = HarnessError::classify(err);
+        assert_eq!(classified.exit_code(), 1);
+        assert!(classified.to_string().contains("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: keeps Prometheus out"), "{classified}");
+        assert_eq!(HarnessError::classify(anyhow::anyhow!("connection refused")).exit_code(), 3);
     }
 }

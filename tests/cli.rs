@@ -211,3 +211,26 @@ fn a_rendered_file_with_a_yaml_error_makes_run_exit_2_naming_file_line_and_field
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(&format!("{file}:")), "{err}");
 }
+
+#[test]
+fn schema_flags_without_a_profile_or_an_unknown_profile_exit_2() {
+    let out = waf_e2e(&["validate", "--schemas", "/nonexistent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--profile"), "{err}");
+    let out = waf_e2e(&["validate", "--profile", "nope", "--schemas", "/nonexistent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope") && err.contains("oss") && err.contains("tigera"), "{err}");
+}
+
+#[test]
+fn validate_with_a_profile_and_no_schemas_for_its_kinds_exits_2_naming_each_object() {
+    let schemas = tempfile::tempdir().unwrap();
+    write(schemas.path(), "empty.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: not-a-crd}\n");
+    let out = waf_e2e(&["validate", "--profile", "oss", "--schemas", &schemas.path().display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("PROBLEM PodMonitor tigera-prometheus/tigera-waf-gateway-proxies (fixtures/rendered/podmonitor.yaml): field `(object)`: [no schema]"), "{stdout}");
+    assert!(!stdout.contains("PROBLEM Namespace"), "built-in kinds need no CRD: {stdout}");
+}

@@ -48,6 +48,8 @@ fn a_scrape_interval_longer_than_the_wait_for_a_scrape_is_a_usage_error() {
 fn flags_of_another_stack_are_usage_errors() {
     usage_error(&["run", "--stack", "local", "--kubeconfig", "/nonexistent"], "--kubeconfig only apply to a cluster");
     usage_error(&["run", "--stack", "local", "--reuse", "waf-e2e-1"], "--reuse");
+    usage_error(&["run", "--stack", "kind", "--waf-wasm", "f.wasm", "--envoy", "/usr/bin/envoy"], "--envoy, --waf-wasm only apply to the local stack");
+    usage_error(&["plan", "--stack", "local", "--waf-wasm", "f.wasm", "--waf-flavour", "coraza"], "--waf-flavour coraza: not a filter flavour");
     usage_error(&["run", "--stack", "local", "--gateway-url", "http://127.0.0.1:1"], "only apply to `--stack endpoints`");
     usage_error(&["run", "--stack", "endpoints", "--audit-file", "a", "--audit-command", "cat a"], "cannot be used with");
     usage_error(&["run", "--stack", "endpoints", "--keep"], "nothing to keep");
@@ -62,9 +64,9 @@ fn the_endpoints_stack_without_its_flags_names_every_missing_one() {
 fn one_fixed_route_host_for_several_endpoints_scenarios_is_a_usage_error() {
     let endpoints = ["--stack", "endpoints", "--gateway-url", "http://127.0.0.1:8080", "--prometheus-url", "http://127.0.0.1:9090", "--scrape-job", "envoy",
         "--audit-file", "envoy.log", "--gateway", "edge", "--policy-namespace", "shop", "--route-host", "shop.example"];
-    let mut args = vec!["plan", "--tag", "sqli"];
+    let mut args = vec!["plan", "--tag", "isolation"];
     args.extend(endpoints);
-    usage_error(&args, "gives all 6 selected scenarios the same route");
+    usage_error(&args, "gives all 2 selected scenarios the same route");
     let mut args = vec!["plan", "--scenario", "xss-blocked"];
     args.extend(endpoints);
     assert_eq!(waf_e2e(&args).status.code(), Some(0));
@@ -81,7 +83,7 @@ fn list_shows_every_scenario_with_its_tags_and_needs() {
     let out = waf_e2e(&["list"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let files = std::fs::read_dir(format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"))).unwrap().count();
+    let files = waf_e2e::input::yaml_files(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"))).unwrap().len();
     assert_eq!(text.lines().count(), files + 1, "a header and one line per scenario: {text}");
     let line = |name: &str| text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing: {text}")).to_string();
     let detection = line("sqli-detection-only");
@@ -99,7 +101,7 @@ fn list_selects_by_tag_and_excludes_by_tag() {
     assert_eq!(names(&["list", "--tag", "xss"]), ["xss-blocked"]);
     assert_eq!(names(&["list", "--tag", "xss", "--tag", "detection-only"]), ["sqli-detection-only", "xss-blocked"]);
     let sqli_blocking = names(&["list", "--tag", "sqli", "--exclude-tag", "detection-only", "--exclude-tag", "isolation"]);
-    assert_eq!(sqli_blocking, ["dashed-name", "sqli-blocked", "sqli-post-body-blocked"]);
+    assert_eq!(sqli_blocking, ["dashed-name", "get-vs-post-phase", "sqli-blocked", "sqli-post-body-blocked"]);
     usage_error(&["list", "--tag", "no-such-tag"], "no scenario matches --tag no-such-tag");
 }
 
@@ -123,6 +125,12 @@ fn plan_of_the_local_stack_describes_the_local_steps_not_the_kind_plan() {
         assert!(text.contains(step), "{step:?} missing:\n{text}");
     }
     assert!(!text.contains("kind cluster") && !text.contains("server-side apply"), "{text}");
+    // With the user's filter, the plan loads it instead of building the stand-in, and skips what the profile's filter cannot do.
+    let out = waf_e2e(&["plan", "--stack", "local", "--waf-wasm", "coraza.wasm", "--profile", "oss", "--scenario", "sqli-*"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(text.contains("load the WAF filter coraza.wasm (flavour `coraza-proxy-wasm-release`; capabilities of profile oss)"), "{text}");
+    assert!(!text.contains("stand-in") && text.contains("scenario sqli-detection-only: SKIPPED, the local stack lacks would_block_counter"), "{text}");
     let kind = stdout(&waf_e2e(&["plan", "--stack", "kind", "--scenario", "sqli-blocked"]));
     assert!(kind.contains("create kind cluster"), "the kind plan is still the kind plan: {kind}");
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 const BOUND: Duration = Duration::from_secs(60);
 
 fn scenario_count() -> usize {
-    std::fs::read_dir(common::root().join("scenarios")).expect("scenarios/").count()
+    waf_e2e::input::yaml_files(&common::root().join("scenarios")).expect("scenarios/").len()
 }
 
 /// Runs every scenario with both reports, sends `signal` once `wait_for` is on stderr; returns (JUnit, JSON).

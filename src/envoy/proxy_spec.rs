@@ -128,6 +128,9 @@ fn translate(doc: &Value, lines: &FieldLines, run_dir: &Path) -> Result<ProxyLau
     let meta = top.and_then(|t| t.get("metadata"));
     let name = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or("").to_string();
     let source = format!("EnvoyProxy {}/{}", name("namespace"), name("name"));
+    if let Some(k) = top.and_then(|t| t.get("kind")).filter(|k| k.as_str() != Some("EnvoyProxy")) {
+        problems.push(lines.problem("kind", format!("`{k}`: an EnvoyProxy is expected")));
+    }
     if let Some(v) = top.and_then(|t| t.get("apiVersion")).filter(|v| v.as_str() != Some("gateway.envoyproxy.io/v1alpha1")) {
         problems.push(lines.problem("apiVersion", format!("`{v}`: an EnvoyProxy is gateway.envoyproxy.io/v1alpha1")));
     }

@@ -64,6 +64,10 @@ pub struct ScenarioReport {
     pub verdict: &'static str,
     /// Each failed expectation, expected vs observed (empty unless `failed`).
     pub failures: Vec<String>,
+    /// Expectations the filter in use has no value for: not checked, and not counted as passed.
+    pub not_checked: Vec<String>,
+    /// What else the run observed (the filter checked, backend reach, how the audit wait ended).
+    pub notes: Vec<String>,
     /// What broke (only for `error`).
     pub error: Option<String>,
     /// Why the scenario did not run, or not to the end (`skipped`, `not_run`, and `error` when cut short).
@@ -91,6 +95,8 @@ pub struct TimingsReport {
     pub settle_ms: u64,
     /// The confirming scrape.
     pub confirm_ms: u64,
+    /// Waiting for the audit records and for the log to be flushed after the traffic.
+    pub audit_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -115,10 +121,12 @@ impl ScenarioReport {
             name: o.name.clone(),
             verdict,
             failures,
+            not_checked: o.not_checked.clone(),
+            notes: o.notes.clone(),
             error,
             not_run_reason,
             duration_ms: ms(o.duration),
-            timings: TimingsReport { install_ms: ms(t.install), baseline_ms: ms(t.baseline), traffic_ms: ms(t.traffic), settle_ms: ms(t.settle), confirm_ms: ms(t.confirm) },
+            timings: TimingsReport { install_ms: ms(t.install), baseline_ms: ms(t.baseline), traffic_ms: ms(t.traffic), settle_ms: ms(t.settle), confirm_ms: ms(t.confirm), audit_ms: ms(t.audit) },
             audit_latency_ms: o.timings.audit_latency.map(ms),
             diagnostics: o.diagnostics.as_ref().map(|d| d.display().to_string()),
         }
@@ -196,6 +204,20 @@ mod tests {
         assert_eq!(s[3]["verdict"], "not_run");
         assert_eq!(s[4]["not_run_reason"], "the local stack lacks Blocking");
         assert_eq!(s[0]["audit_latency_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_pass_reports_what_was_not_checked_the_notes_and_the_audit_wait() {
+        let timings = Timings { audit: Duration::from_millis(10_400), audit_latency: Some(Duration::from_millis(1300)), ..Timings::default() };
+        let o = Outcome { timings, not_checked: vec!["decision series #1: no rule_id for this filter".into()], notes: vec!["audit log flushed after the traffic".into()], ..outcome("ok", Verdict::Passed) };
+        let v = serde_json::to_value(build_json(&info(), &[o])).unwrap();
+        let s = &v["scenarios"][0];
+        assert_eq!(s["not_checked"][0], "decision series #1: no rule_id for this filter");
+        assert_eq!(s["notes"][0], "audit log flushed after the traffic");
+        assert_eq!(s["timings"]["audit_ms"], 10_400);
+        assert_eq!(s["audit_latency_ms"], 1300);
+        let plain = serde_json::to_value(build_json(&info(), &[outcome("ok", Verdict::Passed)])).unwrap();
+        assert_eq!(plain["scenarios"][0]["not_checked"], serde_json::json!([]));
     }
 
     #[test]

@@ -43,8 +43,12 @@ pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
         case.set_classname(format!("waf-e2e.{stack}"));
         case.set_time(o.duration);
         case.add_properties(phase_properties(o));
-        if let Some(dir) = &o.diagnostics {
-            case.set_system_out(format!("diagnostics: {}", dir.display()));
+        // A pass with unchecked expectations is not a full pass: CI readers see what was left out.
+        let mut out: Vec<String> = o.not_checked.iter().map(|n| format!("NOT CHECKED with this filter (not counted as passed): {n}")).collect();
+        out.extend(o.notes.iter().cloned());
+        out.extend(o.diagnostics.iter().map(|dir| format!("diagnostics: {}", dir.display())));
+        if !out.is_empty() {
+            case.set_system_out(out.join("\n"));
         }
         suite.add_test_case(case);
     }
@@ -57,7 +61,7 @@ pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
 /// Seconds spent in each phase (`phase.install` ...), and the audit latency when it was measured.
 fn phase_properties(o: &Outcome) -> Vec<Property> {
     let t = &o.timings;
-    let phases = [("install", t.install), ("baseline", t.baseline), ("traffic", t.traffic), ("settle", t.settle), ("confirm", t.confirm)];
+    let phases = [("install", t.install), ("baseline", t.baseline), ("traffic", t.traffic), ("settle", t.settle), ("confirm", t.confirm), ("audit", t.audit)];
     let mut out: Vec<Property> = phases.iter().map(|(name, d)| Property::new(format!("phase.{name}"), format!("{:.3}", d.as_secs_f64()))).collect();
     if let Some(d) = o.timings.audit_latency {
         out.push(Property::new("audit_latency", format!("{:.3}", d.as_secs_f64())));
@@ -107,6 +111,17 @@ pub(crate) mod tests {
         assert!(!xml.contains("name=\"filter\""), "an unknown filter is left out: {xml}");
         assert!(xml.contains("name=\"phase.install\" value=\"1.500\"") && xml.contains("name=\"phase.settle\" value=\"0.250\""), "{xml}");
         assert!(xml.contains("name=\"audit_latency\" value=\"0.040\""), "{xml}");
+    }
+
+    #[test]
+    fn a_pass_with_unchecked_expectations_says_so_with_the_audit_wait_time() {
+        let o = Outcome { not_checked: vec!["audit rule ids: none for this filter".into()], notes: vec!["flushed".into()], ..outcome("a", Verdict::Passed) };
+        let o = Outcome { timings: Timings { audit: Duration::from_millis(10_250), ..o.timings.clone() }, ..o };
+        let xml = render_junit(&info(), &[o]).unwrap();
+        assert!(xml.contains("NOT CHECKED with this filter (not counted as passed): audit rule ids: none for this filter"), "{xml}");
+        assert!(xml.contains("name=\"phase.audit\" value=\"10.250\""), "{xml}");
+        let plain = render_junit(&info(), &[outcome("a", Verdict::Passed)]).unwrap();
+        assert!(!plain.contains("<system-out"), "{plain}");
     }
 
     #[test]

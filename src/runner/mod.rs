@@ -175,6 +175,22 @@ pub fn cut_short<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &st
         .collect()
 }
 
+/// Failed outcomes for scenarios that could not run because a resource under test is broken (`why` names it).
+pub fn failed_by<'a>(scenarios: impl IntoIterator<Item = &'a Scenario>, why: &str) -> Vec<Outcome> {
+    scenarios
+        .into_iter()
+        .map(|s| Outcome {
+            name: s.name().to_string(),
+            verdict: Verdict::Failed(vec![why.to_string()]),
+            duration: Duration::ZERO,
+            timings: Timings::default(),
+            not_checked: Vec::new(),
+            notes: Vec::new(),
+            diagnostics: None,
+        })
+        .collect()
+}
+
 /// Records a failure for `--fail-fast`; `Some` when the run must stop at once (the infrastructure broke).
 fn note_outcome(outcome: &Outcome, fail_fast: bool, first_failure: &std::sync::OnceLock<String>) -> Option<Stop> {
     if fail_fast && matches!(outcome.verdict, Verdict::Failed(_)) {
@@ -245,7 +261,11 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         if let Some(dir) = &opts.diagnostics_dir {
             let dir = dir.join(&name);
             match write_diagnostics(stack, &env, &dir, &verdict).await {
-                Ok(()) => diagnostics = Some(dir),
+                Ok(()) => {
+                    // The run's own files are gone after it; point messages at their copies in the bundle.
+                    verdict = point_into_bundle(verdict, &stack.bundle_copies(), &dir);
+                    diagnostics = Some(dir);
+                }
                 Err(e) => progress.note(&format!("{name}: diagnostics bundle could not be written: {e:#}")),
             }
         }
@@ -307,6 +327,18 @@ fn finish(progress: &Progress, name: String, verdict: Verdict, started: Instant,
     outcome
 }
 
+/// `verdict` with every live path of `copies` replaced by its copy's path in the bundle `dir`.
+fn point_into_bundle(verdict: Verdict, copies: &[(String, String)], dir: &std::path::Path) -> Verdict {
+    let rewrite = |text: String| {
+        copies.iter().filter(|(live, _)| !live.is_empty()).fold(text, |t, (live, copy)| t.replace(live.as_str(), &dir.join(copy).display().to_string()))
+    };
+    match verdict {
+        Verdict::Failed(f) => Verdict::Failed(f.into_iter().map(rewrite).collect()),
+        Verdict::Broken(b) => Verdict::Broken(rewrite(b)),
+        other => other,
+    }
+}
+
 async fn write_diagnostics(stack: &dyn Stack, env: &crate::stack::ScenarioEnv, dir: &std::path::Path, verdict: &Verdict) -> anyhow::Result<()> {
     use anyhow::Context;
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("create {}", dir.display()))?;
@@ -319,4 +351,19 @@ async fn write_diagnostics(stack: &dyn Stack, env: &crate::stack::ScenarioEnv, d
     let header = format!("stack: {}\nfilter: {} (flavour `{}`)\nEnvoy: {}\n\n", stack.name(), filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("unknown"));
     tokio::fs::write(dir.join("verdict.txt"), header + &text).await.context("write verdict.txt")?;
     stack.diagnostics(env, dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_point_at_the_bundles_copy_of_a_run_file() {
+        let copies = vec![("/tmp/waf-e2e-runs/local-1/access-logs/envoy.log".to_string(), "audit-log.txt".to_string())];
+        let verdict = Verdict::Failed(vec!["[/tmp/waf-e2e-runs/local-1/access-logs/envoy.log] audit line does not parse".into()]);
+        match point_into_bundle(verdict, &copies, std::path::Path::new("diag/sqli-blocked")) {
+            Verdict::Failed(f) => assert_eq!(f[0], "[diag/sqli-blocked/audit-log.txt] audit line does not parse"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -8,15 +8,18 @@ use super::{StackKind, StackOptions};
 use crate::rendered::RenderedSet;
 use crate::scenario::{Capability, Scenario};
 use anyhow::Result;
+use std::path::Path;
 use std::fmt::Write;
 
-/// The Envoy the local stack runs: the version Envoy Gateway v1.7.2 pins.
-pub const LOCAL_ENVOY_VERSION: &str = "1.37.0";
-
-/// The local stack's setup, in order; `{envoyproxy}`, `{podmonitor}`, `{interval}`, `{pool}` and `{envoy}` are filled in.
-const LOCAL_SETUP: &[&str] = &[
+/// The local stack's filter steps with the stand-in (no `--waf-wasm`).
+const LOCAL_STAND_IN: &[&str] = &[
     "start the reference WAF service (ModSecurity v3 + OWASP CRS, the scenarios' directives) on 127.0.0.1:<ephemeral>",
-    "build the stand-in filter (proxy-wasm from the project's C source with clang/lld for wasm32; cached by source hash)",
+    "build the stand-in filter (proxy-wasm from filter/standin.c with clang/lld for wasm32; cached by source hash)",
+];
+
+/// The local stack's setup after the filter, in order; `{envoyproxy}`, `{podmonitor}`, `{interval}`, `{pool}` and `{envoy}` are filled in.
+const LOCAL_SETUP: &[&str] = &[
+    "start the recording echo backend on 127.0.0.1:<ephemeral>",
     "start Envoy {envoy} configured from the rendered EnvoyProxy {envoyproxy} (log level, extraArgs, stats matcher; /access_logs -> the run's directory), admin and the stats listener on loopback",
     "start Prometheus with the translation of PodMonitor {podmonitor}, scraping Envoy's stats listener every {interval}",
     "wait up to {target_up}: scrape pool {pool} has a target up",
@@ -25,8 +28,8 @@ const LOCAL_SETUP: &[&str] = &[
 /// The local stack's teardown.
 const LOCAL_TEARDOWN: &str = "teardown: stop Prometheus, Envoy and the WAF service, delete the run's directory (also on failure and Ctrl-C)";
 
-/// What the local stack's filter can do (every scenario capability).
-const LOCAL_CAPABILITIES: &[Capability] = &[Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog];
+/// What the stand-in filter can do (every scenario capability).
+const STAND_IN_CAPABILITIES: &[Capability] = &[Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog];
 
 /// The plan of a run with `opts` on `scenarios`, as printed by `waf-e2e plan`.
 pub fn plan_text(opts: &StackOptions, scenarios: &[Scenario]) -> Result<String> {
@@ -45,16 +48,25 @@ fn local_plan(opts: &StackOptions, scenarios: &[Scenario]) -> Result<String> {
         .map_or_else(|| "(none rendered: Envoy Gateway's defaults)".to_string(), |d| format!("{}/{} ({})", d.namespace.as_deref().unwrap_or("default"), d.name, d.file.display()));
     let pm = &rendered.podmonitor;
     let fill = [
-        ("{envoy}", LOCAL_ENVOY_VERSION.to_string()),
+        ("{envoy}", crate::envoy::install::PINNED_ENVOY.to_string()),
         ("{envoyproxy}", envoyproxy),
         ("{podmonitor}", format!("{}/{}", pm.namespace(), pm.metadata.name)),
         ("{interval}", format!("{}ms", opts.scrape_interval.as_millis())),
         ("{pool}", pm.job_name(0)),
         ("{target_up}", format!("{}s", opts.timeouts.target_up.as_secs())),
     ];
-    let mut steps: Vec<String> = LOCAL_SETUP.iter().map(|s| fill.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v))).collect();
+    // With --waf-wasm the filter is the user's and what it can do is the profile's, as the local stack decides.
+    let (mut steps, capabilities) = match &opts.waf_wasm {
+        None => (LOCAL_STAND_IN.iter().map(|s| s.to_string()).collect::<Vec<_>>(), STAND_IN_CAPABILITIES.to_vec()),
+        Some(file) => {
+            let profile = crate::profile::Profile::load(Path::new("."), &opts.profile)?;
+            let flavour = opts.waf_flavour.clone().unwrap_or_else(|| profile.filter.flavour.clone());
+            (vec![format!("load the WAF filter {} (flavour `{flavour}`; capabilities of profile {})", file.display(), profile.name)], profile.capabilities)
+        }
+    };
+    steps.extend(LOCAL_SETUP.iter().map(|s| fill.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v))));
     for s in scenarios {
-        steps.push(match missing(s, LOCAL_CAPABILITIES) {
+        steps.push(match missing(s, &capabilities) {
             Some(why) => format!("scenario {}: SKIPPED, the local stack lacks {why}", s.name()),
             None => format!(
                 "scenario {}: add a route for Host {}.waf-e2e.test and WAF policy waf-e2e-{}/{} ({}) as a wasm filter enabled on that route only; send {} request(s); remove both after",

@@ -91,6 +91,10 @@ impl EndpointsArgs {
         if !missing.is_empty() {
             return Err(format!("`--stack endpoints` needs {}", missing.join(", ")));
         }
+        // A misspelt flavour would quietly turn every filter-dependent value into "not checked".
+        if let Some(flavour) = self.filter_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+            return Err(format!("--filter-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS));
+        }
         let urls = [("--gateway-url", self.gateway_url.as_deref())].into_iter().chain([("--prometheus-url", self.prometheus_url.as_deref())]);
         for (flag, url) in urls.chain(self.stats_url.iter().map(|u| ("--stats-url", Some(u.as_str())))) {
             check_url(flag, url.unwrap_or_default())?;
@@ -111,6 +115,7 @@ impl EndpointsArgs {
             ("--route-host", self.route_host.is_some()),
             ("--stats-url", !self.stats_url.is_empty()),
             ("--capability", !self.capabilities.is_empty()),
+            ("--filter-flavour", self.filter_flavour.is_some()),
         ];
         set.into_iter().filter(|(_, on)| *on).map(|(flag, _)| flag).collect()
     }
@@ -357,6 +362,15 @@ mod tests {
             assert!(err.contains(flag), "{flag}: {err}");
         }
         complete().check(true).unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_filter_flavour_is_a_usage_error_and_a_known_one_is_not() {
+        let err = EndpointsArgs { filter_flavour: Some("coraza".into()), ..complete() }.check(true).unwrap_err();
+        assert!(err.contains("--filter-flavour coraza: not a filter flavour"), "{err}");
+        EndpointsArgs { filter_flavour: Some("coraza-proxy-wasm-release".into()), ..complete() }.check(true).unwrap();
+        let other_stack = EndpointsArgs { filter_flavour: Some("stand-in".into()), ..EndpointsArgs::default() }.check(false).unwrap_err();
+        assert!(other_stack.contains("--filter-flavour only apply"), "{other_stack}");
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub trait Stack: Send + Sync {
     fn audit_hints(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Files of the running stack that `diagnostics` copies into the bundle: (live path, file name in
+    /// the bundle), so failure messages can point at the copy that outlives the run.
+    fn bundle_copies(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// What the reports say about the system under test; `None` where the stack does not know.
     fn facts(&self) -> StackFacts {
         let filter = self.filter();

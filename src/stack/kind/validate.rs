@@ -59,14 +59,14 @@ fn documents(file: &Path, text: &str) -> Result<Vec<Subject>> {
 }
 
 /// The CRDs inside the profile's cached release manifests, and the downloads that are not cached.
-pub fn cached_schemas(plan: &Plan) -> Result<(CrdIndex, Vec<String>)> {
+pub fn cached_schemas(plan: &Plan, wanted: &dyn Fn(&str, &str) -> bool) -> Result<(CrdIndex, Vec<String>)> {
     let mut index = CrdIndex::default();
     let mut missing = Vec::new();
     for d in plan.profile.downloads() {
         let path = plan.cache.path_for(d);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                index.add_text(&path, &text)?;
+                index.add_text_wanted(&path, &text, Some(wanted))?;
             }
             Err(_) => missing.push(format!("{} {} ({})", d.name, d.version, path.display())),
         }
@@ -79,17 +79,21 @@ pub fn cached_schemas(plan: &Plan) -> Result<(CrdIndex, Vec<String>)> {
 pub fn check_plan(plan: &Plan, schemas: &[PathBuf]) -> Result<Report> {
     let started = Instant::now();
     let (subjects, mut not_checked) = plan_subjects(plan)?;
+    let loading = Instant::now();
+    let wanted = schema::needs(&subjects);
     let index = if schemas.is_empty() {
-        let (index, missing) = cached_schemas(plan)?;
+        let (index, missing) = cached_schemas(plan, &wanted)?;
         for m in missing {
             not_checked.push(format!("no schemas from {m}: not cached (a run downloads it; or pass --schemas DIR)"));
         }
         index
     } else {
-        CrdIndex::load(schemas)?
+        CrdIndex::load_wanted(schemas, Some(&wanted))?
     };
+    let schema_load = loading.elapsed();
     let mut report = schema::check(&subjects, &index);
     report.not_checked = not_checked;
+    report.schema_load = schema_load;
     report.elapsed = started.elapsed();
     Ok(report)
 }

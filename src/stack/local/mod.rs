@@ -306,6 +306,15 @@ impl Stack for LocalStack {
         crate::envoy::log_flush::flush_now(&admin, self.timeouts.audit_flushed).await.map(Some)
     }
 
+    fn bundle_copies(&self) -> Vec<(String, String)> {
+        let run = self.dir.path();
+        vec![
+            (self.parts().audit_file().display().to_string(), "audit-log.txt".into()),
+            (run.join("envoy.stderr.log").display().to_string(), "envoy.stderr.log".into()),
+            (run.join("bootstrap.json").display().to_string(), "envoy-bootstrap.json".into()),
+        ]
+    }
+
     fn audit_hints(&self) -> Vec<String> {
         self.parts().audit_hints()
     }
