@@ -5,14 +5,25 @@
 #     column) against the scrape interval, the floor: a scrape cannot be triggered, only awaited.
 # Prints tables and checks the targets: all-concurrent <= 1.5 x the slowest single scenario, and
 # every settle <= 2 scrape intervals. Exits non-zero if a run fails or a target is missed.
-# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS]   (default 500, the CLI's default)
+# Then the inner loop (issue 10): a fresh one-scenario run against the same scenario attached to a
+# running `waf-e2e up`, and `waf-e2e watch`'s time from a change to the verdict. Target: the
+# attached re-run takes at most half the fresh run's wall time.
+# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner]   (default 500, the CLI's default; `inner`: only the inner loop)
+# WAF_E2E_BIN=path uses that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 interval_ms="${1:-500}"
-cargo build --locked --release
-bin="${CARGO_TARGET_DIR:-target}/release/waf-e2e"
+only="${2:-all}"
+if [ -z "${WAF_E2E_BIN:-}" ]; then cargo build --locked --release; fi
+bin="${WAF_E2E_BIN:-${CARGO_TARGET_DIR:-target}/release/waf-e2e}"
 work="$(mktemp -d -t waf-e2e-bench-XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+bg_pids=()
+cleanup() {
+  for pid in "${bg_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${bg_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # run NAME ARGS... : runs waf-e2e, stores stdout in $work/NAME.out, prints the wall time in seconds.
 run() {
@@ -30,6 +41,48 @@ run() {
 
 # The summary table's rows: scenario result total install baseline traffic settle confirm audit audit-latency.
 rows() { awk '/^scenario +result/ {on=1; next} / passed, / {on=0} on && NF == 10 {print}' "$1"; }
+
+# wait_for FILE PATTERN COUNT: until FILE holds COUNT lines matching PATTERN (bounded: 120 s).
+wait_for() {
+  local i
+  for i in $(seq 1200); do
+    if [ "$(grep -c -- "$2" "$1" 2>/dev/null || true)" -ge "$3" ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: timed out waiting for $3 line(s) matching '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+
+inner_loop() {
+  local one=sqli-blocked state="$work/up.json" fresh attached warm
+  echo "inner loop: scenario $one"
+  fresh=$(run fresh-one --scenario "$one")
+  "$bin" up --state "$state" --scrape-interval-ms "$interval_ms" >"$work/up.out" 2>"$work/up.err" &
+  bg_pids+=($!)
+  wait_for "$work/up.out" "attach with" 1
+  warm=$(run attached-warmup --attach --state "$state" --scenario "$one")
+  attached=$(run attached-one --attach --state "$state" --scenario "$one")
+  kill -INT "${bg_pids[0]}"; wait "${bg_pids[0]}" || true
+  mkdir -p "$work/watch/scenarios"
+  cp "scenarios/$one.yaml" "$work/watch/scenarios/"
+  cp -r fixtures/rendered "$work/watch/rendered"
+  "$bin" watch --scenarios "$work/watch/scenarios" --rendered "$work/watch/rendered" --scrape-interval-ms "$interval_ms" \
+    --diagnostics-dir "$work/diag-watch" >"$work/watch.out" 2>"$work/watch.err" &
+  bg_pids+=($!)
+  wait_for "$work/watch.out" "initial run (" 1
+  printf '\n# edited by bench.sh\n' >>"$work/watch/scenarios/$one.yaml"
+  wait_for "$work/watch.out" "^changed:" 1
+  kill -INT "${bg_pids[1]}"; wait "${bg_pids[1]}" || true
+  local watch_line; watch_line=$(grep "^changed:" "$work/watch.out" | head -1)
+  printf '%-52s %8.2fs\n' "fresh run of $one (wall)" "$fresh"
+  printf '%-52s %8.2fs\n' "first attached run (Prometheus discovering Envoy)" "$warm"
+  printf '%-52s %8.2fs\n' "attached re-run of $one (wall)" "$attached"
+  printf '%-52s %8.2fx (target <= 0.50x)\n' "attached / fresh" "$(echo "$attached / $fresh" | bc -l)"
+  echo "watch: ${watch_line}"
+  if [ "$(echo "$attached > $fresh / 2" | bc -l)" -eq 1 ]; then echo "bench: MISSED: the attached re-run takes more than half the fresh run"; return 1; fi
+  echo "bench: inner-loop target met"
+}
+
+if [ "$only" = inner ]; then inner_loop; exit $?; fi
 
 scenarios=$(awk '/^name:/ {print $2}' scenarios/*.yaml | sort)
 printf '%-24s %9s %9s\n' "scenario (alone)" "wall" "settle"
@@ -64,4 +117,6 @@ status=0
 if [ "$(echo "$ratio > 1.5" | bc -l)" -eq 1 ]; then echo "bench: MISSED: concurrent run is more than 1.5x the slowest single scenario"; status=1; fi
 if [ "$over" -eq 1 ]; then echo "bench: MISSED: a settle latency exceeds two scrape intervals"; status=1; fi
 [ "$status" -eq 0 ] && echo "bench: targets met"
+echo
+inner_loop || status=1
 exit "$status"

@@ -57,6 +57,10 @@ pub enum Command {
     Schema,
     /// List the scenarios with their tags and the capabilities they need.
     List(SelectArgs),
+    /// Start the local stack and keep it up until Ctrl-C; `run --attach` runs scenarios on it.
+    Up(UpArgs),
+    /// Keep a local stack up and re-run the scenarios a change (scenario, render, filter module) affects.
+    Watch(WatchArgs),
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -69,7 +73,7 @@ pub enum Command {
 }
 
 /// Which scenarios a command works on.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SelectArgs {
     /// Only scenarios whose name matches this glob (repeatable: any of them).
     #[arg(long = "scenario", value_name = "GLOB")]
@@ -152,6 +156,70 @@ pub struct RunArgs {
     /// The flavour of `--waf-wasm`, which picks the scenarios' filter-dependent values (default: the profile's filter).
     #[arg(long, requires = "waf_wasm")]
     pub waf_flavour: Option<String>,
+    /// Local stack: `admin` asks Envoy to write its audit log right after the traffic (POST /reopen_logs;
+    /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
+    #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
+    pub audit_flush: crate::envoy::AuditFlush,
+    /// Run on the local stack a `waf-e2e up` keeps (its render is applied first: a changed PodMonitor reloads Prometheus).
+    #[arg(long)]
+    pub attach: bool,
+    /// The state file of `waf-e2e up` (default: `$XDG_RUNTIME_DIR/waf-e2e/up.json`, else `<tmp>/waf-e2e-up.json`).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+/// Options of `waf-e2e up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The local stack.
+    #[command(flatten)]
+    pub local: LocalStackArgs,
+    /// Where to write the state file attached runs read.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+/// Options of `waf-e2e watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The local stack (its `--rendered` is watched).
+    #[command(flatten)]
+    pub local: LocalStackArgs,
+    /// Which scenarios (their files are watched).
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// How many isolated scenarios run at once.
+    #[arg(long, default_value_t = default_jobs())]
+    pub jobs: usize,
+    /// Write a diagnostics bundle per failed scenario under this directory.
+    #[arg(long, default_value = "waf-e2e-diagnostics")]
+    pub diagnostics_dir: PathBuf,
+}
+
+/// The local stack's options, shared by `up` and `watch`.
+#[derive(Debug, clap::Args)]
+pub struct LocalStackArgs {
+    /// The rendered resources the stack starts with (an attached run applies its own `--rendered`).
+    #[arg(long, default_value = "fixtures/rendered")]
+    pub rendered: PathBuf,
+    /// Prometheus scrape interval, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub scrape_interval_ms: u64,
+    /// Stack profile whose WAF policy template renders each scenario's policy.
+    #[arg(long, default_value = "oss")]
+    pub profile: String,
+    /// The Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+    /// Load this proxy-wasm WAF filter instead of the stand-in.
+    #[arg(long)]
+    pub waf_wasm: Option<PathBuf>,
+    /// The flavour of `--waf-wasm`.
+    #[arg(long, requires = "waf_wasm")]
+    pub waf_flavour: Option<String>,
+    /// `admin` asks Envoy to write its audit log after each scenario's traffic; `timer` waits for its 10 s flush.
+    #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
+    pub audit_flush: crate::envoy::AuditFlush,
 }
 
 /// A report `run` writes.
@@ -251,6 +319,8 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
         Command::Validate { paths, profile: None, .. } => validate(paths),
         Command::Validate { paths, profile: Some(profile), rendered, schemas } => validate_profile(paths, profile, rendered, &schemas),
         Command::Run(args) => run(args).await,
+        Command::Up(args) => up(args).await,
+        Command::Watch(args) => watch(args).await,
         Command::Plan { run: args, schemas } => {
             let timeouts = Timeouts::default();
             args.check(&timeouts)?;
@@ -311,6 +381,12 @@ fn schema_verdict(report: crate::schema::Report) -> Result<(), HarnessError> {
         Some(invalid) => Err(invalid.into()),
         None => Ok(()),
     }
+}
+
+/// The files `selected` came from (an attached stack reads each scenario from its file).
+pub fn scenario_files(args: &SelectArgs, selected: &[Scenario]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
+    let all = scenario::load_paths(&args.scenarios)?;
+    Ok(all.into_iter().filter(|(_, s)| selected.iter().any(|k| k.name() == s.name())).collect())
 }
 
 /// Loads the scenarios and keeps those the selection names; none kept is a usage error.
@@ -377,7 +453,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         interrupted: None,
     };
     let stack = tokio::select! {
-        stack = stack::start(&opts, &scenarios) => match stack {
+        stack = start_or_attach(&args, &opts, &scenarios, &progress) => match stack {
             Ok(stack) => stack,
             Err(e) => {
                 let e = HarnessError::classify(e);
@@ -413,6 +489,12 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
     let filter = stack.filter();
     progress.note(&format!("filter: {} (flavour `{}`); Envoy {}", filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("version unknown")));
+    if kind == StackKind::Local {
+        progress.note(&match args.audit_flush {
+            crate::envoy::AuditFlush::Admin => "audit wait: Envoy is asked to write its log after each scenario's traffic (--audit-flush admin; a cluster's collector waits up to 10 s)".to_string(),
+            crate::envoy::AuditFlush::Timer => "audit wait: Envoy's own 10 s log flush, as in a cluster (--audit-flush timer)".to_string(),
+        });
+    }
     let facts = stack.facts();
     info.profile = facts.profile.or(info.profile);
     info.envoy_version = facts.envoy_version;
@@ -475,6 +557,7 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         envoy: args.envoy.clone(),
         waf_wasm: args.waf_wasm.clone(),
         waf_flavour: args.waf_flavour.clone(),
+        audit_flush: args.audit_flush,
         endpoints: args.endpoints.clone(),
     }
 }
@@ -506,4 +589,80 @@ impl Signals {
 fn rand_u32() -> u32 {
     let u = uuid::Uuid::new_v4();
     u32::from_be_bytes(u.as_bytes()[..4].try_into().unwrap_or([0; 4]))
+}
+
+/// The stack of a run: a fresh one, or with `--attach` the one `waf-e2e up` keeps (the run's render applied to it).
+async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scenario], progress: &Progress) -> anyhow::Result<Box<dyn stack::Stack>> {
+    if !args.attach {
+        return stack::start(opts, scenarios).await;
+    }
+    #[cfg(feature = "reference-proxy")]
+    {
+        let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
+        let files = scenario_files(&args.select, scenarios)?;
+        let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, &files, opts.timeouts.scenario).await?;
+        progress.note(&format!("attached to `waf-e2e up` ({}); {}", state.display(),
+            if remote.render_changes.is_empty() { "the render is unchanged".to_string() } else { remote.render_changes.join("; ") }));
+        Ok(Box::new(remote))
+    }
+    #[cfg(not(feature = "reference-proxy"))]
+    {
+        let _ = progress;
+        Err(HarnessError::Usage("--attach needs the `reference-proxy` feature".into()).into())
+    }
+}
+
+#[cfg(feature = "reference-proxy")]
+fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
+    crate::stack::local::LocalOptions {
+        rendered: args.rendered.clone(),
+        root: PathBuf::from("."),
+        profile: args.profile.clone(),
+        scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
+        timeouts: Timeouts::default(),
+        envoy: args.envoy.clone(),
+        waf_wasm: args.waf_wasm.clone(),
+        waf_flavour: args.waf_flavour.clone(),
+        faults: crate::waf::Faults::default(),
+        prometheus_port: None,
+        audit_flush: args.audit_flush,
+    }
+}
+
+/// Prints `text` at once (the banner and verdicts of long-running commands).
+fn print_now(text: &str) {
+    use std::io::Write;
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn up(args: UpArgs) -> Result<(), HarnessError> {
+    let opts = local_options(&args.local);
+    let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
+    let mut signals = Signals::register();
+    crate::attach::up::up(&opts, &state, signals.recv(), print_now).await.map_err(HarnessError::classify)
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
+    let opts = crate::attach::watch::WatchOptions {
+        local: local_options(&args.local),
+        select: args.select.clone(),
+        jobs: args.jobs,
+        diagnostics_dir: args.diagnostics_dir.clone(),
+    };
+    select_scenarios(&opts.select)?;
+    let mut signals = Signals::register();
+    crate::attach::watch::watch(&opts, signals.recv(), print_now).await.map_err(HarnessError::classify)
+}
+
+#[cfg(not(feature = "reference-proxy"))]
+async fn watch(_args: WatchArgs) -> Result<(), HarnessError> {
+    Err(HarnessError::Usage("`watch` runs the local stack, which needs the `reference-proxy` feature".into()))
+}
+
+#[cfg(not(feature = "reference-proxy"))]
+async fn up(_args: UpArgs) -> Result<(), HarnessError> {
+    Err(HarnessError::Usage("`up` runs the local stack, which needs the `reference-proxy` feature".into()))
 }

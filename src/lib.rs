@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod assert;
+#[cfg(feature = "reference-proxy")]
+pub mod attach;
 pub mod audit;
 pub mod cli;
 pub mod contract;

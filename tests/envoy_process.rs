@@ -43,6 +43,7 @@ async fn start_with(run: &Path, launch: ProxyLaunch, extra_clusters: Vec<(String
         listener_name: "waf-e2e/waf-e2e-gw/http".into(),
         extra_clusters,
         timeouts: Timeouts::default(),
+        ports: None,
     };
     EnvoyProcess::start(opts).await.unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -213,6 +214,35 @@ async fn the_flush_timer_keeps_counting_with_nothing_to_flush() {
     let (third, t2) = next_flush(&envoy, second).await;
     eprintln!("MEASURE flushed_by_timer idle: {first} -> {second} -> {third}, the last rise {:?} after the one before", t2 - t1);
     assert!(third > second && second > first);
+    envoy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_logs_writes_a_filters_log_line_at_once_without_waiting_for_the_timer() {
+    let run = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let module = counter_module(cache.path());
+    let envoy = start(run.path(), vec![]).await;
+    let backend = backend().await;
+    let route = RouteSpec { name: "httproute/shop/a/rule/0".into(), host: "a.example".into(), backend, wasm: counter_filter("counter-policy", json!({"mode": "count"}), &module) };
+    envoy.set_routes(&[route]).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let log = envoy.launch().log_path.clone().unwrap();
+    let has_line = |id: &str| std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| l.ends_with(&format!("request id={id}")));
+    // The first line a log file gets is written at once (its flush thread starts with it); later ones wait.
+    assert_eq!(get(&envoy, "a.example", "req-flush-0").await, 200);
+    wait::until("the first line in the log file", Duration::from_secs(15), || async { Ok(if has_line("req-flush-0") { Check::Met(()) } else { Check::NotYet("absent".into()) }) }).await.unwrap();
+    assert_eq!(get(&envoy, "a.example", "req-flush-1").await, 200);
+    // Without the call this line stays in Envoy's buffer until the 10 s timer.
+    assert!(!has_line("req-flush-1"), "the line is in the file before any flush");
+    let timer_before = flushes(&envoy).await;
+    let t = Instant::now();
+    let how = waf_e2e::envoy::log_flush::flush_now(envoy.admin(), Duration::from_secs(5)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let took = t.elapsed();
+    eprintln!("MEASURE POST /reopen_logs put the filter's line in the file {took:?} after the call");
+    assert!(how.contains("/reopen_logs"), "{how}");
+    assert!(has_line("req-flush-1"), "the filter's line is not in {} after flush_now", log.display());
+    assert_eq!(flushes(&envoy).await, timer_before, "Envoy's timer flushed meanwhile: this run proves nothing");
+    assert!(took < Duration::from_secs(2), "{took:?}");
     envoy.stop().await.unwrap();
 }
 

@@ -33,6 +33,18 @@ impl Admin {
         Ok(body)
     }
 
+    /// POST `path` on the admin listener (e.g. `/reopen_logs`); the body, or an error naming the status.
+    pub async fn post(&self, path: &str) -> Result<String> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.client.post(&url).send().await.with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let body = resp.text().await.with_context(|| format!("read POST {url}"))?;
+        if !status.is_success() {
+            bail!("POST {url}: HTTP {status}: {}", body.trim());
+        }
+        Ok(body)
+    }
+
     /// The body of `/ready` (`LIVE` once the server has initialised).
     pub async fn ready(&self) -> Result<String> {
         Ok(self.get("/ready").await?.trim().to_string())

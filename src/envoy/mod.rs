@@ -13,11 +13,13 @@ pub mod bootstrap;
 pub mod extension_policy;
 pub mod install;
 pub mod located;
+pub mod log_flush;
 pub mod process;
 pub mod proxy_spec;
 pub mod xds;
 
 pub use extension_policy::{wasm_filters_from_document, wasm_filters_from_extension_policy, WasmFilter};
+pub use log_flush::AuditFlush;
 pub use install::{envoy_version, find_envoy, PINNED_ENVOY};
 pub use process::{EnvoyOptions, EnvoyProcess};
 pub use proxy_spec::{ProxyLaunch, COLLECTOR_AUDIT_PATH};

@@ -50,6 +50,8 @@ pub struct EnvoyOptions {
     pub extra_clusters: Vec<(String, SocketAddr)>,
     /// Deadlines (`envoy_ready`, `envoy_config_applied`).
     pub timeouts: Timeouts,
+    /// Admin, metrics and gateway addresses to bind (a restart keeps its predecessor's); `None`: free ports.
+    pub ports: Option<[SocketAddr; 3]>,
 }
 
 /// A running Envoy. `Drop` kills and reaps it; [`EnvoyProcess::stop`] ends it gracefully.
@@ -89,7 +91,10 @@ impl EnvoyProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (admin_addr, metrics_addr, gateway_addr) = (free_port()?, free_port()?, free_port()?);
+            let (admin_addr, metrics_addr, gateway_addr) = match opts.ports {
+                Some([admin, metrics, gateway]) => (admin, metrics, gateway),
+                None => (free_port()?, free_port()?, free_port()?),
+            };
             let metrics_addr = opts.launch.prometheus.then_some(metrics_addr);
             let params = BootstrapParams {
                 admin: admin_addr, metrics: metrics_addr, stats_matcher: opts.launch.stats_matcher.as_ref(),
@@ -110,7 +115,7 @@ impl EnvoyProcess {
             };
             match process.wait_serving().await {
                 Ok(()) => return Ok(process),
-                Err(e) if attempt < PORT_ATTEMPTS && format!("{e:#}").contains("ddress already in use") => {
+                Err(e) if opts.ports.is_none() && attempt < PORT_ATTEMPTS && format!("{e:#}").contains("ddress already in use") => {
                     tracing::debug!("envoy lost a race for a port, retrying: {e:#}");
                 }
                 Err(e) => return Err(e.context(format!("start Envoy {version} ({})", opts.binary.display()))),
@@ -169,7 +174,12 @@ impl EnvoyProcess {
         self.metrics_addr
     }
 
-    /// The admin listener (127.0.0.1).
+    /// Admin, metrics (admin's when there is none) and gateway addresses, for a restart on the same ones.
+    pub fn ports(&self) -> [SocketAddr; 3] {
+        [self.admin_addr, self.metrics_addr.unwrap_or(self.admin_addr), self.gateway_addr]
+    }
+
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }

@@ -81,6 +81,34 @@ impl PrometheusProcess {
         }
     }
 
+    /// Replaces the config with `config_yaml` and applies it without a restart (`POST /-/reload`; it
+    /// runs with `--web.enable-lifecycle`). A config Prometheus refuses is an error, and the old one is restored on disk.
+    pub async fn reload(&self, config_yaml: &str) -> Result<()> {
+        let path = self.dir.path().join("prometheus.yml");
+        let old = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        std::fs::write(&path, config_yaml).with_context(|| format!("write {}", path.display()))?;
+        let url = format!("{}/-/reload", self.url);
+        let answer = async {
+            let resp = reqwest::Client::new().post(&url).send().await.with_context(|| format!("POST {url}"))?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("Prometheus refused the new config (POST {url}: HTTP {status}): {}", body.trim());
+            }
+            Ok(())
+        }
+        .await;
+        if answer.is_err() {
+            std::fs::write(&path, old).with_context(|| format!("restore {}", path.display()))?;
+        }
+        answer
+    }
+
+    /// The file Prometheus reads its config from.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prometheus.yml")
+    }
+
     /// The directory holding the config, the TSDB and the log.
     pub fn dir(&self) -> &Path {
         self.dir.path()

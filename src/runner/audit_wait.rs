@@ -1,7 +1,9 @@
 //! Reading a scenario's audit records: a bounded poll, because Envoy writes its `--log-path` file
 //! on a timer (every 10 s by default), not when a record is logged.
 //!
-//! First every expected record must appear (deadline `Timeouts::audit_records`); then, so that a
+//! Where the stack can make the proxies write their log at once (`Stack::flush_audit_log`, e.g. the
+//! local stack's `--audit-flush admin`), it is asked after the traffic and one read is final.
+//! Otherwise first every expected record must appear (deadline `Timeouts::audit_records`); then, so that a
 //! record that must NOT exist has had every chance to show up, the log must have been flushed
 //! after the last request (the stack's flush count rises, or where it cannot tell, Envoy's flush
 //! interval has passed; deadline `Timeouts::audit_flushed`).
@@ -32,6 +34,16 @@ pub struct AuditRead {
 /// the log was flushed after `traffic_done` (flush count above `flush_mark`, or the interval passed).
 pub async fn read(stack: &dyn Stack, cursor: &AuditCursor, expected: &[&str], traffic_done: Instant, flush_mark: Option<u64>, timeouts: &Timeouts) -> Result<AuditRead> {
     let mut out = AuditRead::default();
+    // Asked after the traffic: once the stack says everything logged is written, one read is final.
+    if let Some(how) = stack.flush_audit_log().await.context("flush the audit log after the traffic")? {
+        out.lines = stack.audit_lines_since(cursor).await.context("read the audit log after it was flushed")?;
+        out.missing = missing_ids(&out.lines, expected).into_iter().map(str::to_string).collect();
+        if !expected.is_empty() && out.missing.is_empty() {
+            out.latency = Some(traffic_done.elapsed());
+        }
+        out.flushed_by = how;
+        return Ok(out);
+    }
     if !expected.is_empty() {
         // Once the log was flushed after the traffic, a record still missing will not come: stop there.
         let seen = wait::until("every expected audit record to reach the audit log", timeouts.audit_records, || async {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What the runner talks to on any stack.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Endpoints {
     /// Base URL for gateway traffic (`http://127.0.0.1:PORT`); requests carry the route's Host header.
     pub gateway_url: String,
@@ -23,7 +23,7 @@ pub struct Endpoints {
 }
 
 /// Where one scenario's objects live on the stack.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ScenarioEnv {
     /// The scenario's name.
     pub scenario: String,
@@ -40,18 +40,18 @@ pub struct ScenarioEnv {
 }
 
 /// A position in the audit log sources, taken before traffic so only newer records are read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditCursor(pub BTreeMap<String, u64>);
 
 /// Audit log lines read after a cursor, per source (file or pod).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AuditLines {
     /// Every complete line written after the cursor, in order, tagged with its source.
     pub lines: Vec<(String, String)>,
 }
 
 /// Which WAF filter runs on a stack: reports name it, and filter-dependent expectations are chosen by its flavour.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilterInfo {
     /// The flavour scenarios key filter-dependent values by (`stand-in`, `coraza-proxy-wasm-release`, ...).
     pub flavour: String,
@@ -62,7 +62,7 @@ pub struct FilterInfo {
 }
 
 /// How far one request got to the backend, as the backend recorded it by correlation id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendReach {
     /// The backend received the headers and the whole body.
@@ -117,6 +117,11 @@ pub trait Stack: Send + Sync {
     /// `filesystem.flushed_by_timer` while `write_total_buffered` is 0); `None` where the stack cannot
     /// tell, and the runner then waits for Envoy's flush interval to pass instead.
     async fn audit_flushes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Makes the proxies write every audit line logged so far, and waits until they have: `Some(how)`
+    /// for the report, `None` where this stack does not (the runner then waits for their own flush).
+    async fn flush_audit_log(&self) -> Result<Option<String>> {
         Ok(None)
     }
     /// What in the resources under test would keep audit lines from the collector (e.g. an EnvoyProxy
@@ -210,6 +215,8 @@ pub struct StackOptions {
     pub waf_wasm: Option<std::path::PathBuf>,
     /// The flavour of `waf_wasm`, for filter-dependent expectations.
     pub waf_flavour: Option<String>,
+    /// How the local stack's audit wait learns the log is complete (ask Envoy, or its timer).
+    pub audit_flush: crate::envoy::AuditFlush,
     /// Where the deployment of the endpoints stack is.
     pub endpoints: endpoints::EndpointsArgs,
 }

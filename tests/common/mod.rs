@@ -49,6 +49,7 @@ pub fn local_options(rendered: &Path) -> LocalOptions {
         waf_flavour: None,
         faults: Faults::default(),
         prometheus_port: None,
+        audit_flush: waf_e2e::envoy::AuditFlush::Admin,
     }
 }
 

@@ -8,6 +8,9 @@
 
 pub mod echo;
 mod parts;
+mod reload;
+
+pub use reload::AttachInfo;
 
 use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
 use crate::envoy::{EnvoyProcess, RouteSpec};
@@ -51,6 +54,8 @@ pub struct LocalOptions {
     pub faults: crate::waf::Faults,
     /// Prometheus' port (`None`: a free one); the fault tests occupy one to see the start fail.
     pub prometheus_port: Option<u16>,
+    /// Ask Envoy to write its log after the traffic, or wait for its timer.
+    pub audit_flush: crate::envoy::AuditFlush,
 }
 
 impl LocalOptions {
@@ -67,6 +72,7 @@ impl LocalOptions {
             waf_flavour: o.waf_flavour.clone(),
             faults: crate::waf::Faults::default(),
             prometheus_port: None,
+            audit_flush: o.audit_flush,
         }
     }
 }
@@ -76,13 +82,21 @@ pub struct LocalStack {
     endpoints: Endpoints,
     filter: FilterInfo,
     capabilities: Vec<Capability>,
-    parts: parts::Parts,
+    parts: std::sync::RwLock<std::sync::Arc<parts::Parts>>,
+    extra_clusters: Vec<(String, std::net::SocketAddr)>,
     envoy: Mutex<Option<EnvoyProcess>>,
     prometheus: Mutex<Option<PrometheusProcess>>,
     waf: Mutex<Option<crate::waf::ReferenceWaf>>,
     echo: EchoBackend,
     routes: Mutex<BTreeMap<String, RouteSpec>>,
     dir: crate::rundir::RunDir,
+    audit_flush: crate::envoy::AuditFlush,
+    timeouts: Timeouts,
+    opts: LocalOptions,
+    scrape_target: std::net::SocketAddr,
+    prometheus_config: Mutex<String>,
+    rendered_now: Mutex<PathBuf>,
+    module_now: Mutex<Option<PathBuf>>,
 }
 
 impl LocalStack {
@@ -109,8 +123,8 @@ impl LocalStack {
                 (module, info, vec![Capability::Blocking, Capability::WouldBlockCounter, Capability::AuditLog], Some(waf))
             }
         };
-        let extra_clusters = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
-        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters).await?;
+        let extra_clusters: Vec<_> = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
+        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters.clone()).await?;
         let filter = FilterInfo { envoy_version: Some(envoy.version().to_string()), ..filter };
         let scrape_target = envoy.metrics_addr().with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
         let prometheus_config = parts.scrape_config(scrape_target, opts.scrape_interval)?;
@@ -121,19 +135,33 @@ impl LocalStack {
             scrape_pool: parts.rendered.podmonitor.job_name(0),
         };
         let parts = parts.with_module(module);
+        let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
             endpoints,
             filter,
             capabilities,
-            parts,
+            parts: std::sync::RwLock::new(std::sync::Arc::new(parts)),
+            extra_clusters,
             envoy: Mutex::new(Some(envoy)),
             prometheus: Mutex::new(Some(prometheus)),
             waf: Mutex::new(waf),
             echo,
             routes: Mutex::new(BTreeMap::new()),
             dir,
+            audit_flush: opts.audit_flush,
+            timeouts: opts.timeouts.clone(),
+            opts: opts.clone(),
+            scrape_target,
+            prometheus_config,
+            rendered_now: Mutex::new(opts.rendered.clone()),
+            module_now: Mutex::new(None),
         })
+    }
+
+    /// The translated inputs in force (replaced when an attached run changes the EnvoyProxy).
+    fn parts(&self) -> std::sync::Arc<parts::Parts> {
+        self.parts.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Prometheus' process id while it runs (fault tests kill it).
@@ -196,7 +224,11 @@ impl Stack for LocalStack {
             gateway_namespace: GATEWAY_NAMESPACE.into(),
             host: format!("{}.waf-e2e.test", scenario.name()),
         };
-        let route = self.parts.route(scenario, &env, self.echo.addr()).with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
+        let route = match self.module_now.lock().await.as_deref() {
+            Some(module) => self.parts().route_with_module(scenario, &env, self.echo.addr(), module),
+            None => self.parts().route(scenario, &env, self.echo.addr()),
+        };
+        let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
         let mut routes = self.routes.lock().await;
         routes.insert(env.scenario.clone(), route);
         if let Err(e) = self.apply_routes(&routes).await {
@@ -215,7 +247,7 @@ impl Stack for LocalStack {
     }
 
     async fn audit_cursor(&self) -> Result<AuditCursor> {
-        let file = self.parts.audit_file();
+        let file = self.parts().audit_file();
         let len = match tokio::fs::metadata(&file).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -225,7 +257,7 @@ impl Stack for LocalStack {
     }
 
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
-        let file = self.parts.audit_file();
+        let file = self.parts().audit_file();
         let source = file.display().to_string();
         let offset = cursor.0.get(&source).copied().unwrap_or(0);
         let bytes = match tokio::fs::read(&file).await {
@@ -265,17 +297,26 @@ impl Stack for LocalStack {
         Ok(Some(if buffered == 0 { flushed } else { flushed.saturating_sub(1) }))
     }
 
+    async fn flush_audit_log(&self) -> Result<Option<String>> {
+        if self.audit_flush != crate::envoy::AuditFlush::Admin {
+            return Ok(None);
+        }
+        // Cloned out of the lock: the flush waits, and must not hold up routes or health checks.
+        let admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin().clone();
+        crate::envoy::log_flush::flush_now(&admin, self.timeouts.audit_flushed).await.map(Some)
+    }
+
     fn bundle_copies(&self) -> Vec<(String, String)> {
         let run = self.dir.path();
         vec![
-            (self.parts.audit_file().display().to_string(), "audit-log.txt".into()),
+            (self.parts().audit_file().display().to_string(), "audit-log.txt".into()),
             (run.join("envoy.stderr.log").display().to_string(), "envoy.stderr.log".into()),
             (run.join("bootstrap.json").display().to_string(), "envoy-bootstrap.json".into()),
         ]
     }
 
     fn audit_hints(&self) -> Vec<String> {
-        self.parts.audit_hints()
+        self.parts().audit_hints()
     }
 
     async fn diagnostics(&self, env: &ScenarioEnv, dir: &Path) -> Result<()> {
@@ -290,7 +331,7 @@ impl Stack for LocalStack {
         };
         parts::write_bundle(dir, &parts::Bundle {
             run_dir: self.dir.path(),
-            audit_file: &self.parts.audit_file(),
+            audit_file: &self.parts().audit_file(),
             scenario: env,
             raw_stats: &raw,
             prometheus_dir: prometheus_dir.as_deref(),

@@ -48,6 +48,11 @@ impl Parts {
         Parts { module, ..self }
     }
 
+    /// The wasm module every policy loads.
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
     /// The flavour of the profile's filter (what `--waf-wasm` runs unless `--waf-flavour` says otherwise).
     pub fn profile_flavour(&self) -> String {
         self.profile.filter.flavour.clone()
@@ -55,6 +60,11 @@ impl Parts {
 
     /// Starts Envoy as Envoy Gateway runs a proxy of [`GATEWAY`].
     pub async fn start_envoy(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> Result<EnvoyProcess> {
+        self.start_envoy_on(opts, run_dir, extra_clusters, None).await
+    }
+
+    /// [`Parts::start_envoy`] on the given admin, metrics and gateway addresses (a restart keeps them).
+    pub async fn start_envoy_on(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, ports: Option<[SocketAddr; 3]>) -> Result<EnvoyProcess> {
         let binary = crate::envoy::find_envoy(opts.envoy.as_deref())?;
         EnvoyProcess::start(EnvoyOptions {
             binary,
@@ -65,6 +75,7 @@ impl Parts {
             listener_name: format!("{GATEWAY_NAMESPACE}/{GATEWAY}/http"),
             extra_clusters,
             timeouts: opts.timeouts.clone(),
+            ports,
         })
         .await
     }
@@ -77,6 +88,11 @@ impl Parts {
 
     /// The scenario's HTTPRoute with the wasm filters of its WAF policy, rendered from the profile's template.
     pub fn route(&self, scenario: &Scenario, env: &ScenarioEnv, backend: SocketAddr) -> Result<RouteSpec> {
+        self.route_with_module(scenario, env, backend, &self.module)
+    }
+
+    /// [`Parts::route`] with `module` as the wasm code (a filter rebuilt while the stack runs).
+    pub fn route_with_module(&self, scenario: &Scenario, env: &ScenarioEnv, backend: SocketAddr, module: &Path) -> Result<RouteSpec> {
         let route = env.scenario.clone();
         let docs = crate::profile::waf_policy::render_waf_policy(&self.templates, &self.profile, scenario, &env.namespace, &env.policy, &route)?;
         let mut wasm = Vec::new();
@@ -84,7 +100,7 @@ impl Parts {
             let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("(no kind)");
             anyhow::ensure!(kind == "EnvoyExtensionPolicy",
                 "profile {}'s WAF template renders a {kind}; the local stack translates only EnvoyExtensionPolicy (run this profile on a cluster)", self.profile.name);
-            wasm.extend(crate::envoy::wasm_filters_from_extension_policy(doc, &self.template_at, &self.module)?);
+            wasm.extend(crate::envoy::wasm_filters_from_extension_policy(doc, &self.template_at, module)?);
         }
         Ok(RouteSpec { name: format!("httproute/{}/{route}/rule/0", env.namespace), host: env.host.clone(), backend, wasm })
     }

@@ -1,0 +1,152 @@
+//! A running local stack taking a changed render (for `waf-e2e up` and attached runs), and what it
+//! tells an attaching user.
+//!
+//! A changed PodMonitor is applied without restarting anything: its new translation is written to
+//! Prometheus' config file and Prometheus reloads it (`POST /-/reload`). The scrape pool's series
+//! then come from the new relabeling from the next scrape on; the runner's baseline is a scrape
+//! after the reload, so the baseline-and-two-scrapes rule holds unchanged.
+//!
+//! A changed EnvoyProxy changes Envoy's command line: Envoy is restarted (stopped, then started from
+//! the new translation on the same admin, metrics and gateway ports, so the endpoints and
+//! Prometheus' target stay), and the installed routes are written to it again. The counters start
+//! from zero in the new process; the runner's baseline is taken after, so nothing is lost.
+
+use super::parts::Parts;
+use super::LocalStack;
+use crate::stack::Stack;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the parts of a running local stack are, for people attaching tools to it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AttachInfo {
+    /// The stack's run directory (Envoy's bootstrap, xDS files, logs).
+    pub run_dir: PathBuf,
+    /// Envoy's admin listener.
+    pub envoy_admin: SocketAddr,
+    /// The directory of Envoy's watched LDS/CDS files.
+    pub envoy_xds_dir: PathBuf,
+    /// The file the audit collector reads (Envoy's `--log-path`, mapped into the run).
+    pub audit_file: PathBuf,
+    /// Prometheus' config file (rewritten and reloaded when the PodMonitor changes).
+    pub prometheus_config: PathBuf,
+    /// The reference WAF service (stand-in filter only).
+    pub waf_service: Option<SocketAddr>,
+    /// The rendered resources the stack runs now.
+    pub rendered: PathBuf,
+}
+
+impl LocalStack {
+    /// Where the running parts are.
+    pub async fn attach_info(&self) -> Result<AttachInfo> {
+        let envoy_admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin_addr();
+        let prometheus_config = self.prometheus.lock().await.as_ref().context("Prometheus was shut down")?.config_path();
+        let waf_service = self.waf.lock().await.as_ref().map(crate::waf::ReferenceWaf::addr);
+        Ok(AttachInfo {
+            run_dir: self.dir.path().to_path_buf(),
+            envoy_admin,
+            envoy_xds_dir: self.dir.path().join("xds"),
+            audit_file: self.parts().audit_file(),
+            prometheus_config,
+            waf_service,
+            rendered: self.rendered_now.lock().await.clone(),
+        })
+    }
+
+    /// Whether a scenario of this name is installed now (an attached run must not take over another's).
+    pub async fn is_installed(&self, scenario: &str) -> bool {
+        self.routes.lock().await.contains_key(scenario)
+    }
+
+    /// Loads the filter module `module` for every scenario installed from now on. It is copied into the
+    /// run under a name made of its content's hash, so Envoy sees a changed configuration and loads it.
+    pub async fn swap_module(&self, module: &std::path::Path) -> Result<PathBuf> {
+        let bytes = std::fs::read(module).with_context(|| format!("read the filter module {}", module.display()))?;
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let dir = self.dir.path().join("modules");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let copy = dir.join(format!("{}.wasm", &hash[..16]));
+        std::fs::write(&copy, &bytes).with_context(|| format!("write {}", copy.display()))?;
+        *self.module_now.lock().await = Some(copy.clone());
+        Ok(copy)
+    }
+
+    /// Applies the render in `rendered` to the running stack; says what changed, in sentences.
+    pub async fn apply_render(&self, rendered: &std::path::Path) -> Result<Vec<String>> {
+        let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
+        let current = self.parts();
+        let next = Parts::load(&opts, self.dir.path())?.with_module(current.module().to_path_buf());
+        let pool = next.rendered.podmonitor.job_name(0);
+        if pool != self.endpoints().scrape_pool {
+            bail!("the PodMonitor's scrape pool changed from {} to {pool} (renamed PodMonitor); restart `waf-e2e up` to use it", self.endpoints().scrape_pool);
+        }
+        let mut changes = Vec::new();
+        if next.launch != current.launch {
+            if !next.launch.prometheus {
+                bail!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", next.launch.source);
+            }
+            self.restart_envoy(&opts, &next).await.with_context(|| format!("restart Envoy with the changed {}", next.launch.source))?;
+            changes.push(format!("Envoy restarted (same ports) with the changed {} of {}", next.launch.source, rendered.display()));
+        }
+        let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
+        let mut config_now = self.prometheus_config.lock().await;
+        if *config_now != config {
+            let prometheus = self.prometheus.lock().await;
+            let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
+            let prom = crate::assert::prom::PromClient::new(&self.endpoints().prometheus_url)?;
+            let reloaded_at = prom.server_time().await?;
+            prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
+            *config_now = config;
+            self.previous_series_gone(&prom, reloaded_at).await?;
+            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
+        }
+        *self.parts.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+        *self.rendered_now.lock().await = rendered.to_path_buf();
+        Ok(changes)
+    }
+
+    /// Waits until the pool was scraped with the reloaded config and no series of the previous config
+    /// remains visible. Measured: a reload writes no staleness markers, so for a scrape or two an
+    /// instant query still returned the old relabeling's series beside the new ones, and a baseline
+    /// taken then compared the wrong series.
+    async fn previous_series_gone(&self, prom: &crate::assert::prom::PromClient, reloaded_at: f64) -> Result<()> {
+        use crate::assert::prom::quote;
+        use crate::wait::{self, Check};
+        let pool = &self.endpoints().scrape_pool;
+        let deadline = self.timeouts.next_scrape * 2;
+        wait::until(&format!("scrape pool {pool} scraped with the reloaded config and the previous config's series stale"), deadline, || async {
+            let Some(job) = prom.targets(pool).await?.first().and_then(|t| t.labels.get("job").cloned()) else {
+                // No active target: the runner names the PodMonitor that selects no proxy.
+                return Ok(Check::Met(()));
+            };
+            let job = quote(&job);
+            let newest = prom.instant(&format!("max(timestamp(up{{job={job}}}))"), None).await?.first().map_or(0.0, |s| s.value);
+            if newest <= reloaded_at {
+                return Ok(Check::NotYet(format!("newest scrape t={newest:.3}, reloaded at t={reloaded_at:.3}")));
+            }
+            // timestamp() drops the metric name; keep it in a label so the series stay distinct.
+            let query = format!("count(timestamp(label_replace({{job={job}}}, \"metric_name\", \"$1\", \"__name__\", \"(.+)\")) < {newest})");
+            let older = prom.instant(&query, None).await?.first().map_or(0.0, |s| s.value);
+            Ok(if older == 0.0 { Check::Met(()) } else { Check::NotYet(format!("{older} series older than the newest scrape t={newest:.3}")) })
+        })
+        .await
+    }
+
+    /// Stops Envoy and starts it from `next`'s launch on the same ports, with the routes installed now.
+    /// A restart, not a hot restart: no request is in flight between runs, and a hot restart would
+    /// need the old process's shared memory and `--restart-epoch` handover for nothing.
+    async fn restart_envoy(&self, opts: &super::LocalOptions, next: &Parts) -> Result<()> {
+        let mut envoy = self.envoy.lock().await;
+        let old = envoy.take().context("Envoy was shut down")?;
+        let ports = old.ports();
+        old.stop().await.context("stop the running Envoy")?;
+        let started = next.start_envoy_on(opts, self.dir.path(), self.extra_clusters.clone(), Some(ports)).await?;
+        let routes: Vec<_> = self.routes.lock().await.values().cloned().collect();
+        if !routes.is_empty() {
+            started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
+        }
+        *envoy = Some(started);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! `waf-e2e up` keeps the local stack; `waf-e2e run --attach` runs scenarios on it, a changed render
+//! (PodMonitor: Prometheus reloaded; EnvoyProxy: Envoy restarted) taking effect between runs; Ctrl-C of `up` leaves no process and no state file.
+#![cfg(feature = "reference-proxy")]
+
+mod common;
+
+use nix::sys::signal::Signal;
+use std::path::Path;
+use std::time::Duration;
+use waf_e2e::wait::{self, Check};
+
+/// Bound on each wait on a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(90);
+
+/// `up` with its state file in its own TMPDIR; returns once the state file is written.
+async fn up() -> (common::Harness, String, tempfile::TempDir) {
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let state = state_dir.path().join("up.json").display().to_string();
+    let mut up = common::Harness::spawn(&["up", "--state", &state]);
+    let child = &mut up.child;
+    let path = state.clone();
+    wait::until("waf-e2e up to write its state file", BOUND, || {
+        let exited = child.try_wait();
+        let written = Path::new(&path).is_file();
+        async move {
+            Ok(match (written, exited?) {
+                (true, _) => Check::Met(()),
+                (false, Some(status)) => panic!("waf-e2e up exited ({status})"),
+                (false, None) => Check::NotYet("no state file".into()),
+            })
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    (up, state, state_dir)
+}
+
+/// One attached run of `sqli-blocked` with `rendered`: its exit code and output.
+async fn attached_run(state: &str, rendered: &Path) -> (Option<i32>, String) {
+    let diag = tempfile::tempdir().expect("diagnostics dir");
+    let mut run = common::Harness::spawn(&["run", "--attach", "--state", state, "--scenario", "sqli-blocked",
+        "--rendered", &rendered.display().to_string(), "--diagnostics-dir", &diag.path().display().to_string()]);
+    let status = run.wait_exit(BOUND).await;
+    (status.code(), format!("{}\n{}", run.stdout(), run.stderr()))
+}
+
+/// Ctrl-C of `up`: it exits 0, removes its state file, and nothing it started still runs.
+async fn stop(mut up: common::Harness, state: &str) {
+    up.signal(Signal::SIGINT);
+    let status = up.wait_exit(BOUND).await;
+    assert_eq!(status.code(), Some(0), "{}\n{}", up.stdout(), up.stderr());
+    common::assert_no_process(&up.marker());
+    assert!(!Path::new(state).exists(), "the state file outlived `up`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_podmonitor_between_two_attached_runs_fails_and_the_restored_one_passes() {
+    let (up, state, _state_dir) = up().await;
+    assert!(up.stdout().contains("waf-e2e run --attach --state"), "{}", up.stdout());
+    let good = common::root().join("fixtures/rendered");
+    let (code, out) = attached_run(&state, &good).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the render is unchanged"), "{out}");
+
+    let broken = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml"));
+    let (code, out) = attached_run(&state, broken.path()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Prometheus reloaded with the changed PodMonitor"), "{out}");
+    assert!(out.contains("label `rule_id`: missing"), "{out}");
+
+    let (code, out) = attached_run(&state, &good).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Prometheus reloaded with the changed PodMonitor"), "{out}");
+    stop(up, &state).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoyproxy_changed_between_attached_runs_restarts_envoy_and_takes_effect() {
+    let (up, state, _state_dir) = up().await;
+    let dir = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/rendered/podmonitor.yaml"));
+    let envoyproxy = dir.path().join("envoyproxy.yaml");
+    let good = std::fs::read_to_string(&envoyproxy).expect("read envoyproxy.yaml");
+    assert!(good.contains("wasm: info"), "the fixture logs the wasm logger at info");
+    std::fs::write(&envoyproxy, good.replacen("wasm: info", "wasm: warn", 1)).expect("write envoyproxy.yaml");
+    let (code, out) = attached_run(&state, dir.path()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Envoy restarted (same ports) with the changed EnvoyProxy"), "{out}");
+    assert!(out.contains("Envoy's `wasm` logger is at `warn`"), "{out}");
+
+    std::fs::write(&envoyproxy, good).expect("restore envoyproxy.yaml");
+    let (code, out) = attached_run(&state, dir.path()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Envoy restarted (same ports)"), "{out}");
+    stop(up, &state).await;
+}
