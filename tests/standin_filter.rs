@@ -86,6 +86,7 @@ async fn start_envoy(run: &Path, waf: SocketAddr) -> EnvoyProcess {
         listener_name: "shop/gw/http".into(),
         extra_clusters: vec![(CALLOUT_CLUSTER.to_string(), waf)],
         timeouts: Timeouts::default(),
+        ports: None,
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}"))
