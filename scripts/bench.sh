@@ -44,9 +44,10 @@ rows() { awk '/^scenario +result/ {on=1; next} / passed, / {on=0} on && NF == 10
 
 # wait_for FILE PATTERN COUNT: until FILE holds COUNT lines matching PATTERN (bounded: 120 s).
 wait_for() {
-  local i
+  local i n
   for i in $(seq 1200); do
-    if [ "$(grep -c -- "$2" "$1" 2>/dev/null || true)" -ge "$3" ]; then return 0; fi
+    n=$(grep -c -- "$2" "$1" 2>/dev/null) || n=0
+    if [ "${n:-0}" -ge "$3" ]; then return 0; fi
     sleep 0.1
   done
   echo "bench: timed out waiting for $3 line(s) matching '$2' in $1" >&2; cat "$1" >&2; exit 1
