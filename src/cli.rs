@@ -171,6 +171,9 @@ pub struct RunArgs {
 /// Options of `waf-e2e up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
+    /// The stack to keep up: only `local` can be kept by this process.
+    #[arg(long, value_enum, default_value_t = StackKind::Local)]
+    pub stack: StackKind,
     /// The local stack.
     #[command(flatten)]
     pub local: LocalStackArgs,
@@ -638,6 +641,9 @@ fn print_now(text: &str) {
 
 #[cfg(feature = "reference-proxy")]
 async fn up(args: UpArgs) -> Result<(), HarnessError> {
+    if args.stack != StackKind::Local {
+        return Err(HarnessError::Usage(format!("`up --stack {}`: only the local stack can be kept up (a kind cluster is kept with `run --keep` and reused with `--reuse`)", args.stack)));
+    }
     let opts = local_options(&args.local);
     let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
     let mut signals = Signals::register();
