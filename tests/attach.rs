@@ -93,3 +93,19 @@ async fn an_envoyproxy_changed_between_attached_runs_restarts_envoy_and_takes_ef
     assert!(out.contains("Envoy restarted (same ports)"), "{out}");
     stop(up, &state).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_attached_run_removes_its_scenario_so_the_next_run_can_install_it() {
+    let (up, state, _state_dir) = up().await;
+    let good = common::root().join("fixtures/rendered");
+    let diag = tempfile::tempdir().expect("diagnostics dir");
+    let mut run = common::Harness::spawn(&["run", "--attach", "--state", &state, "--scenario", "sqli-blocked",
+        "--rendered", &good.display().to_string(), "--diagnostics-dir", &diag.path().display().to_string()]);
+    run.wait_for_stderr("[ RUN  ] sqli-blocked", BOUND).await;
+    run.signal(Signal::SIGINT);
+    let status = run.wait_exit(BOUND).await;
+    assert_eq!(status.code(), Some(3), "{}", run.stderr());
+    let (code, out) = attached_run(&state, &good).await;
+    assert_eq!(code, Some(0), "{out}");
+    stop(up, &state).await;
+}

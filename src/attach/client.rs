@@ -17,6 +17,9 @@ pub struct RemoteStack {
     info: Info,
     hints: Vec<String>,
     files: BTreeMap<String, PathBuf>,
+    /// Scenarios this run asked `up` to install and has not removed (an install cut short by an
+    /// interrupt may still complete in `up`, so a name is recorded before the call).
+    installed: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
     /// What applying the run's render changed on the stack (for the run's notes).
     pub render_changes: Vec<String>,
 }
@@ -27,7 +30,7 @@ impl RemoteStack {
     pub async fn attach(state_file: &Path, rendered: &Path, scenarios: &[(PathBuf, Scenario)], request_timeout: Duration) -> Result<RemoteStack> {
         let state = super::read_state(state_file)?;
         let client = reqwest::Client::builder().timeout(request_timeout).build().context("build the control API client")?;
-        let mut stack = RemoteStack { base: state.control.clone(), client, info: empty_info(&state), hints: Vec::new(), files: BTreeMap::new(), render_changes: Vec::new() };
+        let mut stack = RemoteStack { base: state.control.clone(), client, info: empty_info(&state), hints: Vec::new(), files: BTreeMap::new(), installed: Default::default(), render_changes: Vec::new() };
         let rendered = std::fs::canonicalize(rendered).with_context(|| format!("--rendered {}", rendered.display()))?;
         stack.render_changes = stack.call("POST", "/render", Some(&PathBody { path: rendered })).await?;
         stack.info = stack.call::<(), Info>("GET", "/info", None).await?;
@@ -85,10 +88,13 @@ impl Stack for RemoteStack {
     }
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
         let path = self.files.get(scenario.name()).with_context(|| format!("no file known for scenario {}", scenario.name()))?;
+        self.installed.lock().await.insert(scenario.name().to_string());
         self.call("POST", "/install", Some(&PathBody { path: path.clone() })).await
     }
     async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()> {
-        self.call("POST", "/remove", Some(env)).await
+        self.call::<_, ()>("POST", "/remove", Some(&env.scenario)).await?;
+        self.installed.lock().await.remove(&env.scenario);
+        Ok(())
     }
     async fn audit_cursor(&self) -> Result<AuditCursor> {
         self.call::<(), _>("GET", "/audit/cursor", None).await
@@ -103,9 +109,17 @@ impl Stack for RemoteStack {
         let dir = std::path::absolute(dir).with_context(|| format!("diagnostics directory {}", dir.display()))?;
         self.call("POST", "/diagnostics", Some(&DiagnosticsBody { env: env.clone(), dir })).await
     }
-    /// Leaves the stack to `up`: an attached run removes its scenarios, nothing else.
+    /// Leaves the stack to `up`: removes the scenarios this run installed and did not remove yet
+    /// (an interrupted run), nothing else.
     async fn shutdown(&self) -> Result<()> {
-        Ok(())
+        let left: Vec<String> = self.installed.lock().await.iter().cloned().collect();
+        let mut errors = Vec::new();
+        for name in &left {
+            if let Err(e) = self.call::<_, ()>("POST", "/remove", Some(name)).await {
+                errors.push(format!("remove scenario {name} from `waf-e2e up`: {e:#}"));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
     }
     async fn backend_reach(&self, ids: &[String]) -> Result<Option<BTreeMap<String, BackendReach>>> {
         self.call("POST", "/reach", Some(&ids.to_vec())).await

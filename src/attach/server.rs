@@ -130,17 +130,21 @@ async fn render(State(s): State<Stk>, Json(b): Json<PathBody>) -> Answer<Vec<Str
 async fn install(State(s): State<Stk>, Json(b): Json<PathBody>) -> Answer<ScenarioEnv> {
     // Read again on every run: an edited scenario file takes effect without restarting `up`.
     let scenario = crate::scenario::load_file(&b.path).map_err(anyhow::Error::from);
-    answer(async {
+    // Spawned, so a client that disconnects (an interrupted run) cannot cut an install in half;
+    // that run removes the scenario by name when it stops.
+    let installed = tokio::spawn(async move {
         let scenario = scenario?;
         if s.is_installed(scenario.name()).await {
-            anyhow::bail!("scenario {} is installed by another attached run right now; wait for it to finish", scenario.name());
+            anyhow::bail!("scenario {} is installed by another attached run right now; wait for it to finish (if none runs, one was killed before removing it: restart `waf-e2e up`)", scenario.name());
         }
         s.install_scenario(&scenario).await
-    }.await)
+    })
+    .await;
+    answer(installed.map_err(anyhow::Error::from).and_then(|r| r))
 }
 
-async fn remove(State(s): State<Stk>, Json(env): Json<ScenarioEnv>) -> Answer<()> {
-    answer(s.remove_scenario(&env).await)
+async fn remove(State(s): State<Stk>, Json(name): Json<String>) -> Answer<()> {
+    answer(s.remove_named(&name).await)
 }
 
 async fn cursor(State(s): State<Stk>) -> Answer<AuditCursor> {

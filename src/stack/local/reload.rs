@@ -59,6 +59,17 @@ impl LocalStack {
         self.routes.lock().await.contains_key(scenario)
     }
 
+    /// Removes the scenario `name` if it is installed (an attached run knows it by name).
+    pub async fn remove_named(&self, name: &str) -> Result<()> {
+        let mut routes = self.routes.lock().await;
+        if routes.remove(name).is_some() {
+            let all: Vec<_> = routes.values().cloned().collect();
+            let envoy = self.envoy.lock().await;
+            envoy.as_ref().context("Envoy was shut down")?.set_routes(&all).await.with_context(|| format!("remove scenario {name}'s route from Envoy"))?;
+        }
+        Ok(())
+    }
+
     /// Loads the filter module `module` for every scenario installed from now on. It is copied into the
     /// run under a name made of its content's hash, so Envoy sees a changed configuration and loads it.
     pub async fn swap_module(&self, module: &std::path::Path) -> Result<PathBuf> {
@@ -92,11 +103,14 @@ impl LocalStack {
         let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
         let mut config_now = self.prometheus_config.lock().await;
         if *config_now != config {
-            let prometheus = self.prometheus.lock().await;
-            let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
             let prom = crate::assert::prom::PromClient::new(&self.endpoints().prometheus_url)?;
             let reloaded_at = prom.server_time().await?;
-            prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
+            {
+                // Released before the wait below: the health check needs this lock meanwhile.
+                let prometheus = self.prometheus.lock().await;
+                let prometheus = prometheus.as_ref().context("Prometheus was shut down")?;
+                prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
+            }
             *config_now = config;
             self.previous_series_gone(&prom, reloaded_at).await?;
             changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
@@ -137,12 +151,14 @@ impl LocalStack {
     /// A restart, not a hot restart: no request is in flight between runs, and a hot restart would
     /// need the old process's shared memory and `--restart-epoch` handover for nothing.
     async fn restart_envoy(&self, opts: &super::LocalOptions, next: &Parts) -> Result<()> {
+        // Routes before Envoy, the order install_scenario locks them in.
+        let routes = self.routes.lock().await;
         let mut envoy = self.envoy.lock().await;
         let old = envoy.take().context("Envoy was shut down")?;
         let ports = old.ports();
         old.stop().await.context("stop the running Envoy")?;
         let started = next.start_envoy_on(opts, self.dir.path(), self.extra_clusters.clone(), Some(ports)).await?;
-        let routes: Vec<_> = self.routes.lock().await.values().cloned().collect();
+        let routes: Vec<_> = routes.values().cloned().collect();
         if !routes.is_empty() {
             started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
         }
