@@ -633,6 +633,7 @@ fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
 }
 
 /// Prints `text` at once (the banner and verdicts of long-running commands).
+#[cfg(feature = "reference-proxy")]
 fn print_now(text: &str) {
     use std::io::Write;
     print!("{text}");
