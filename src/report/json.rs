@@ -165,7 +165,7 @@ pub fn build_json(info: &RunInfo, outcomes: &[Outcome]) -> JsonReport {
 /// Writes the JSON report to `path`.
 pub fn write_json(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<()> {
     let text = serde_json::to_string_pretty(&build_json(info, outcomes)).context("serialise the JSON report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("write JSON report {}", path.display()))
+    super::write_report_file(path, &(text + "\n"), "JSON report")
 }
 
 #[cfg(test)]

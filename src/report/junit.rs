@@ -72,7 +72,7 @@ fn phase_properties(o: &Outcome) -> Vec<Property> {
 /// Writes the JUnit report to `path`.
 pub fn write_junit(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<()> {
     let xml = render_junit(info, outcomes)?;
-    std::fs::write(path, xml).with_context(|| format!("write JUnit report {}", path.display()))
+    super::write_report_file(path, &xml, "JUnit report")
 }
 
 #[cfg(test)]

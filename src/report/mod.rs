@@ -90,3 +90,23 @@ impl RunInfo {
 pub fn hostname() -> Option<String> {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty())
 }
+
+/// Writes `text` to `path`, creating its directory first (`target/` may not exist when cargo builds elsewhere).
+pub fn write_report_file(path: &std::path::Path, text: &str, what: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create the directory of {what} {}", path.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {what} {}", path.display()))
+}
+
+#[cfg(test)]
+mod write_tests {
+    #[test]
+    fn a_report_in_a_directory_that_does_not_exist_yet_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("target/nested/report.xml");
+        super::write_report_file(&path, "<x/>", "JUnit report").unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "<x/>");
+    }
+}
