@@ -204,3 +204,17 @@ fn a_directory_without_a_podmonitor_is_invalid_input() {
     let err = RenderedSet::load(dir.path()).unwrap_err().downcast::<InvalidInput>().unwrap();
     assert!(err.to_string().contains("no PodMonitor"), "{err}");
 }
+
+#[test]
+fn a_podmonitor_field_the_translation_does_not_reproduce_is_refused_with_its_location() {
+    let text = std::fs::read_to_string(fixture("rendered/podmonitor.yaml")).unwrap();
+    for (from, to, field) in [
+        ("    - port: metrics\n", "    - port: metrics\n      honorTimestamps: false\n", "honorTimestamps"),
+        ("    - port: metrics\n", "    - port: metrics\n      params: {module: [waf]}\n", "params"),
+        ("  podMetricsEndpoints:\n", "  sampleLimit: 100\n  podMetricsEndpoints:\n", "sampleLimit"),
+    ] {
+        assert!(text.contains(from), "the fixture changed: {from:?}");
+        let err = waf_e2e::rendered::parse_podmonitor(Path::new("pm.yaml"), &text.replacen(from, to, 1)).unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains("pm.yaml:"), "{field}: {err}");
+    }
+}

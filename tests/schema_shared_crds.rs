@@ -107,10 +107,12 @@ fn rejected(test: &str, copy: &Copy, profile: &str, object: &str, file: &str, fi
 #[test]
 fn a_misspelled_field_in_the_rendered_podmonitor_is_rejected() {
     let copy = Copy::new();
-    copy.edit("fixtures/rendered/podmonitor.yaml", "metricRelabelings:", "metricRelabellings:");
+    // In a part the harness's own PodMonitor reader leaves to the schema check (a misspelt endpoint
+    // field is already refused, located, when the rendered set is read).
+    copy.edit("fixtures/rendered/podmonitor.yaml", "  labels:\n", "  labells:\n");
     rejected("a_misspelled_field_in_the_rendered_podmonitor_is_rejected", &copy, "oss",
         "PodMonitor tigera-prometheus/tigera-waf-gateway-proxies", "fixtures/rendered/podmonitor.yaml",
-        "spec.podMetricsEndpoints[0].metricRelabellings", "unknown field");
+        "metadata.labells", "unknown field");
 }
 
 #[test]

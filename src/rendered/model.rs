@@ -34,9 +34,11 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
 }
 
-/// `spec` of a PodMonitor.
+/// `spec` of a PodMonitor. Fields the translation does not reproduce (`sampleLimit`, `params`, ...)
+/// are refused with their location rather than dropped: the local stack's Prometheus would scrape
+/// differently from the operator's without a word.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodMonitorSpec {
     /// Which pods are scraped.
     pub selector: LabelSelector,
@@ -56,7 +58,7 @@ pub struct PodMonitorSpec {
 
 /// A Kubernetes label selector.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     /// Exact matches.
     #[serde(default)]
@@ -94,7 +96,7 @@ pub enum SelectorOperator {
 
 /// `spec.namespaceSelector`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceSelector {
     /// Every namespace.
     #[serde(default)]
@@ -104,9 +106,10 @@ pub struct NamespaceSelector {
     pub match_names: Vec<String>,
 }
 
-/// One entry of `spec.podMetricsEndpoints`.
+/// One entry of `spec.podMetricsEndpoints`; unknown or untranslated fields (`params`,
+/// `honorTimestamps`, `tlsConfig`, ...) are refused with their location.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodMetricsEndpoint {
     /// Container port name to scrape.
     #[serde(default)]
