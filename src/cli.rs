@@ -147,19 +147,9 @@ pub struct RunArgs {
     /// Where a running deployment is (`--stack endpoints`).
     #[command(flatten)]
     pub endpoints: stack::endpoints::EndpointsArgs,
-    /// Local stack: the Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
-    #[arg(long)]
-    pub envoy: Option<PathBuf>,
-    /// Local stack: load this proxy-wasm WAF filter instead of the stand-in (e.g. a coraza-proxy-wasm build).
-    #[arg(long)]
-    pub waf_wasm: Option<PathBuf>,
-    /// The flavour of `--waf-wasm`, which picks the scenarios' filter-dependent values (default: the profile's filter).
-    #[arg(long, requires = "waf_wasm")]
-    pub waf_flavour: Option<String>,
-    /// Local stack: `admin` asks Envoy to write its audit log right after the traffic (POST /reopen_logs;
-    /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
-    #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
-    pub audit_flush: crate::envoy::AuditFlush,
+    /// Local stack: Envoy, the WAF filter and the audit flush.
+    #[command(flatten)]
+    pub envoy_filter: EnvoyFilterArgs,
     /// Run on the local stack a `waf-e2e up` keeps (its render is applied first: a changed PodMonitor reloads Prometheus).
     #[arg(long)]
     pub attach: bool,
@@ -211,16 +201,25 @@ pub struct LocalStackArgs {
     /// Stack profile whose WAF policy template renders each scenario's policy.
     #[arg(long, default_value = "oss")]
     pub profile: String,
-    /// The Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
+    /// Envoy, the WAF filter and the audit flush.
+    #[command(flatten)]
+    pub envoy_filter: EnvoyFilterArgs,
+}
+
+/// How the local stack runs Envoy and its WAF filter (`run`, `up`, `watch`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnvoyFilterArgs {
+    /// Local stack: the Envoy binary (default: `WAF_E2E_ENVOY`, `.tools/pip/envoy/_bin/envoy`, PATH).
     #[arg(long)]
     pub envoy: Option<PathBuf>,
-    /// Load this proxy-wasm WAF filter instead of the stand-in.
+    /// Local stack: load this proxy-wasm WAF filter instead of the stand-in (e.g. a coraza-proxy-wasm build).
     #[arg(long)]
     pub waf_wasm: Option<PathBuf>,
-    /// The flavour of `--waf-wasm`.
+    /// The flavour of `--waf-wasm`, which picks the scenarios' filter-dependent values (default: the profile's filter).
     #[arg(long, requires = "waf_wasm")]
     pub waf_flavour: Option<String>,
-    /// `admin` asks Envoy to write its audit log after each scenario's traffic; `timer` waits for its 10 s flush.
+    /// Local stack: `admin` asks Envoy to write its audit log right after the traffic (POST /reopen_logs;
+    /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
     #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
     pub audit_flush: crate::envoy::AuditFlush,
 }
@@ -256,12 +255,12 @@ impl RunArgs {
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }
-        let local_flags = [("--envoy", self.envoy.is_some()), ("--waf-wasm", self.waf_wasm.is_some())];
+        let local_flags = [("--envoy", self.envoy_filter.envoy.is_some()), ("--waf-wasm", self.envoy_filter.waf_wasm.is_some())];
         let given: Vec<&str> = local_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
         if !given.is_empty() && kind != StackKind::Local {
             return usage(format!("{} only apply to the local stack, not the {kind} stack", given.join(", ")));
         }
-        if let Some(flavour) = self.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+        if let Some(flavour) = self.envoy_filter.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
             return usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS));
         }
         self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
@@ -493,7 +492,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let filter = stack.filter();
     progress.note(&format!("filter: {} (flavour `{}`); Envoy {}", filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("version unknown")));
     if kind == StackKind::Local {
-        progress.note(&match args.audit_flush {
+        progress.note(&match args.envoy_filter.audit_flush {
             crate::envoy::AuditFlush::Admin => "audit wait: Envoy is asked to write its log after each scenario's traffic (--audit-flush admin; a cluster's collector waits up to 10 s)".to_string(),
             crate::envoy::AuditFlush::Timer => "audit wait: Envoy's own 10 s log flush, as in a cluster (--audit-flush timer)".to_string(),
         });
@@ -557,10 +556,10 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
         no_install: args.no_install,
-        envoy: args.envoy.clone(),
-        waf_wasm: args.waf_wasm.clone(),
-        waf_flavour: args.waf_flavour.clone(),
-        audit_flush: args.audit_flush,
+        envoy: args.envoy_filter.envoy.clone(),
+        waf_wasm: args.envoy_filter.waf_wasm.clone(),
+        waf_flavour: args.envoy_filter.waf_flavour.clone(),
+        audit_flush: args.envoy_filter.audit_flush,
         endpoints: args.endpoints.clone(),
     }
 }
@@ -623,12 +622,12 @@ fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
         profile: args.profile.clone(),
         scrape_interval: std::time::Duration::from_millis(args.scrape_interval_ms),
         timeouts: Timeouts::default(),
-        envoy: args.envoy.clone(),
-        waf_wasm: args.waf_wasm.clone(),
-        waf_flavour: args.waf_flavour.clone(),
+        envoy: args.envoy_filter.envoy.clone(),
+        waf_wasm: args.envoy_filter.waf_wasm.clone(),
+        waf_flavour: args.envoy_filter.waf_flavour.clone(),
         faults: crate::waf::Faults::default(),
         prometheus_port: None,
-        audit_flush: args.audit_flush,
+        audit_flush: args.envoy_filter.audit_flush,
     }
 }
 
