@@ -6,7 +6,8 @@
 # Prints tables and checks the targets: all-concurrent <= 1.5 x the slowest single scenario, and
 # every settle <= 2 scrape intervals. Exits non-zero if a run fails or a target is missed.
 # Then the inner loop (issue 10): a fresh one-scenario run against the same scenario attached to a
-# running `waf-e2e up`, and `waf-e2e watch`'s time from a change to the verdict. Target: the
+# running `waf-e2e up`, the fresh run with `--runtime docker` (local images), and `waf-e2e watch`'s
+# time from a change to the verdict. Target: the
 # attached re-run takes at most half the fresh run's wall time.
 # Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner]   (default 500, the CLI's default; `inner`: only the inner loop)
 # WAF_E2E_BIN=path uses that binary instead of building the release one.
@@ -57,6 +58,13 @@ inner_loop() {
   local one=sqli-blocked state="$work/up.json" fresh attached warm
   echo "inner loop: scenario $one"
   fresh=$(run fresh-one --scenario "$one")
+  # The same fresh run with Prometheus and Envoy as containers (images built from this machine's binaries).
+  local docker_fresh="" docker_flags
+  if docker info >/dev/null 2>&1; then
+    docker_flags=$(scripts/local-images.sh 2>/dev/null | tail -1)
+    # shellcheck disable=SC2086 # the flags are words
+    docker_fresh=$(run fresh-one-docker --scenario "$one" $docker_flags)
+  fi
   "$bin" up --state "$state" --scrape-interval-ms "$interval_ms" >"$work/up.out" 2>"$work/up.err" &
   bg_pids+=($!)
   wait_for "$work/up.out" "attach with" 1
@@ -75,6 +83,11 @@ inner_loop() {
   kill -INT "${bg_pids[1]}"; wait "${bg_pids[1]}" || true
   local watch_line; watch_line=$(grep "^changed:" "$work/watch.out" | head -1)
   printf '%-52s %8.2fs\n' "fresh run of $one (wall)" "$fresh"
+  if [ -n "$docker_fresh" ]; then
+    printf '%-52s %8.2fs\n' "fresh run of $one, --runtime docker (wall)" "$docker_fresh"
+  else
+    echo "fresh run of $one, --runtime docker: NOT MEASURED (no Docker engine answers)"
+  fi
   printf '%-52s %8.2fs\n' "first attached run (Prometheus discovering Envoy)" "$warm"
   printf '%-52s %8.2fs\n' "attached re-run of $one (wall)" "$attached"
   printf '%-52s %8.2fx (target <= 0.50x)\n' "attached / fresh" "$(echo "$attached / $fresh" | bc -l)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on any machine: every scenario on the local stack (real Prometheus, real
-# ModSecurity + CRS, the reference proxy standing in for Envoy + the WAF filter), with JUnit.
+# The main job on any machine: every scenario on the local stack (a real Envoy 1.37.0 and a real
+# Prometheus, the stand-in WAF filter deciding with ModSecurity + CRS), with JUnit.
+# Extra arguments go to `waf-e2e run`, e.g. `$(scripts/local-images.sh | tail -1)` for containers.
 # On a machine with docker and kind, `cargo run -- run` runs the same scenarios on kind.
 #
 # It builds in cargo's dev profile, like scripts/test.sh, so whichever of the two runs second

@@ -11,10 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # tests/schema_shared_crds.rs checks both profiles against the pinned releases' CRDs in ../shared/crds
 # (or $WAF_E2E_SHARED_CRDS); a clone without them cannot run that check: say so last, loudly.
+# tests/docker_runtime.rs runs Prometheus and Envoy as containers of images scripts/local-images.sh
+# builds; without a Docker engine those tests cannot run: say so last, loudly. With one, they must pass.
+notes=()
 shared="${WAF_E2E_SHARED_CRDS:-../shared/crds}"
 if [ ! -d "$shared" ]; then
-  trap 'echo "NOTE: $shared is absent: the schema check against the pinned releases CRDs (tests/schema_shared_crds.rs) did NOT RUN" >&2' EXIT
+  notes+=("NOTE: $shared is absent: the schema check against the pinned releases' CRDs (tests/schema_shared_crds.rs) did NOT RUN")
 fi
+if docker info >/dev/null 2>&1; then
+  export WAF_E2E_REQUIRE_DOCKER=1
+else
+  notes+=("NOTE: no Docker engine answers \`docker info\`: the --runtime docker tests (tests/docker_runtime.rs) did NOT RUN")
+fi
+trap 'for n in "${notes[@]}"; do echo "$n" >&2; done' EXIT
 scripts/install-deps.sh
 if cargo nextest --version >/dev/null 2>&1; then
   # Kind-only first, so the full run's summary closes the output.

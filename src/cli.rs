@@ -222,6 +222,30 @@ pub struct EnvoyFilterArgs {
     /// reports say so); `timer` waits for Envoy's own 10 s flush, as a collector in a cluster does.
     #[arg(long, value_enum, default_value_t = crate::envoy::AuditFlush::Admin)]
     pub audit_flush: crate::envoy::AuditFlush,
+    /// Local stack: run Prometheus and Envoy as child processes (`native`) or as containers on a
+    /// private network (`docker`, through testcontainers; every container is removed at the end).
+    #[arg(long, value_enum, default_value_t = crate::container::RuntimeKind::Native)]
+    pub runtime: crate::container::RuntimeKind,
+    /// `--runtime docker`: Prometheus' image (default: the official image at the kind profile's version).
+    #[arg(long)]
+    pub prometheus_image: Option<String>,
+    /// `--runtime docker`: Envoy's image (default: the official image Envoy Gateway v1.7.2 deploys).
+    #[arg(long)]
+    pub envoy_image: Option<String>,
+}
+
+impl EnvoyFilterArgs {
+    /// The runtime the flags select; a contradiction (image flags without docker, `--envoy` with it,
+    /// an unknown `--waf-flavour`) is a usage error.
+    pub fn runtime(&self) -> Result<crate::container::Runtime, HarnessError> {
+        if let Some(flavour) = self.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
+            return Err(HarnessError::Usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
+        }
+        if self.runtime == crate::container::RuntimeKind::Docker && self.envoy.is_some() {
+            return Err(HarnessError::Usage("--envoy names a binary for `--runtime native`; with `--runtime docker` pass --envoy-image".into()));
+        }
+        crate::container::Runtime::from_flags(self.runtime, self.prometheus_image.as_deref(), self.envoy_image.as_deref()).map_err(HarnessError::Usage)
+    }
 }
 
 /// A report `run` writes.
@@ -255,14 +279,13 @@ impl RunArgs {
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }
-        let local_flags = [("--envoy", self.envoy_filter.envoy.is_some()), ("--waf-wasm", self.envoy_filter.waf_wasm.is_some())];
+        let local_flags = [("--envoy", self.envoy_filter.envoy.is_some()), ("--waf-wasm", self.envoy_filter.waf_wasm.is_some()),
+            ("--runtime docker", self.envoy_filter.runtime == crate::container::RuntimeKind::Docker)];
         let given: Vec<&str> = local_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
         if !given.is_empty() && kind != StackKind::Local {
             return usage(format!("{} only apply to the local stack, not the {kind} stack", given.join(", ")));
         }
-        if let Some(flavour) = self.envoy_filter.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
-            return usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS));
-        }
+        self.envoy_filter.runtime()?;
         self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
         self.reports().map(|_| ())
     }
@@ -496,6 +519,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
             crate::envoy::AuditFlush::Admin => "audit wait: Envoy is asked to write its log after each scenario's traffic (--audit-flush admin; a cluster's collector waits up to 10 s)".to_string(),
             crate::envoy::AuditFlush::Timer => "audit wait: Envoy's own 10 s log flush, as in a cluster (--audit-flush timer)".to_string(),
         });
+        progress.note(&format!("runtime: {}", opts.runtime.describe()));
     }
     let facts = stack.facts();
     info.profile = facts.profile.or(info.profile);
@@ -560,6 +584,8 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         waf_wasm: args.envoy_filter.waf_wasm.clone(),
         waf_flavour: args.envoy_filter.waf_flavour.clone(),
         audit_flush: args.envoy_filter.audit_flush,
+        // `check` refused a contradiction before any caller got here.
+        runtime: args.envoy_filter.runtime().unwrap_or_default(),
         endpoints: args.endpoints.clone(),
     }
 }
@@ -615,8 +641,9 @@ async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scena
 }
 
 #[cfg(feature = "reference-proxy")]
-fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
-    crate::stack::local::LocalOptions {
+fn local_options(args: &LocalStackArgs) -> Result<crate::stack::local::LocalOptions, HarnessError> {
+    let runtime = args.envoy_filter.runtime()?;
+    Ok(crate::stack::local::LocalOptions {
         rendered: args.rendered.clone(),
         root: PathBuf::from("."),
         profile: args.profile.clone(),
@@ -628,7 +655,8 @@ fn local_options(args: &LocalStackArgs) -> crate::stack::local::LocalOptions {
         faults: crate::waf::Faults::default(),
         prometheus_port: None,
         audit_flush: args.envoy_filter.audit_flush,
-    }
+        runtime,
+    })
 }
 
 /// Prints `text` at once (the banner and verdicts of long-running commands).
@@ -644,7 +672,7 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
     if args.stack != StackKind::Local {
         return Err(HarnessError::Usage(format!("`up --stack {}`: only the local stack can be kept up (a kind cluster is kept with `run --keep` and reused with `--reuse`)", args.stack)));
     }
-    let opts = local_options(&args.local);
+    let opts = local_options(&args.local)?;
     let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
     let mut signals = Signals::register();
     crate::attach::up::up(&opts, &state, signals.recv(), print_now).await.map_err(HarnessError::classify)
@@ -653,7 +681,7 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
 #[cfg(feature = "reference-proxy")]
 async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
     let opts = crate::attach::watch::WatchOptions {
-        local: local_options(&args.local),
+        local: local_options(&args.local)?,
         select: args.select.clone(),
         jobs: args.jobs,
         diagnostics_dir: args.diagnostics_dir.clone(),

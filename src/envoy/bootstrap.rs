@@ -21,8 +21,11 @@ pub const CDS_FILE: &str = "cds.json";
 /// What the bootstrap is made of.
 #[derive(Debug, Clone)]
 pub struct BootstrapParams<'a> {
-    /// Admin listener (127.0.0.1).
+    /// Admin listener (the harness connects to this address).
     pub admin: SocketAddr,
+    /// The address the admin and `metrics` listeners bind (127.0.0.1; every address in a container,
+    /// whose ports are published on the host's loopback).
+    pub listen: std::net::IpAddr,
     /// The `metrics` listener serving `/stats/prometheus`, when the EnvoyProxy keeps Prometheus enabled.
     pub metrics: Option<SocketAddr>,
     /// `stats_config.stats_matcher`, if any.
@@ -56,8 +59,9 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
     if let Some(metrics) = p.metrics {
-        listeners.push(metrics_listener(metrics));
-        let mut stats = static_cluster("prometheus_stats", p.admin);
+        listeners.push(metrics_listener(SocketAddr::new(p.listen, metrics.port())));
+        // The metrics listener reaches admin inside Envoy's own network namespace.
+        let mut stats = static_cluster("prometheus_stats", SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), p.admin.port()));
         stats["connect_timeout"] = json!("0.250s");
         stats["lb_policy"] = json!("ROUND_ROBIN");
         for k in ["per_connection_buffer_limit_bytes", "circuit_breakers", "ignore_health_on_host_removal"] {
@@ -74,7 +78,7 @@ pub fn bootstrap(p: &BootstrapParams) -> Value {
         "admin": {
             "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": "/dev/null"}}],
-            "address": {"socket_address": {"address": p.admin.ip().to_string(), "port_value": p.admin.port()}},
+            "address": {"socket_address": {"address": p.listen.to_string(), "port_value": p.admin.port()}},
         },
         "stats_config": stats_config,
         "layered_runtime": {"layers": [{"name": "global_config", "static_layer": {
@@ -127,7 +131,7 @@ mod tests {
     fn the_metrics_route_forwards_only_get_stats_prometheus_to_admin() {
         let dir = Path::new("/run/xds");
         let b = bootstrap(&BootstrapParams {
-            admin: "127.0.0.1:1000".parse().unwrap(), metrics: Some("127.0.0.1:1001".parse().unwrap()), stats_matcher: None,
+            admin: "127.0.0.1:1000".parse().unwrap(), metrics: Some("127.0.0.1:1001".parse().unwrap()), listen: [127, 0, 0, 1].into(), stats_matcher: None,
             xds_dir: dir, extra_clusters: &[("waf_e2e_reference_waf".into(), "127.0.0.1:1002".parse().unwrap())],
         });
         let route = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
@@ -141,9 +145,21 @@ mod tests {
     }
 
     #[test]
+    fn in_a_container_the_listeners_bind_every_address_and_stats_still_reach_admin_on_loopback() {
+        let b = bootstrap(&BootstrapParams {
+            admin: "127.0.0.1:1000".parse().unwrap(), metrics: Some("127.0.0.1:1001".parse().unwrap()), listen: [0, 0, 0, 0].into(),
+            stats_matcher: None, xds_dir: Path::new("/x"), extra_clusters: &[],
+        });
+        assert_eq!(b["admin"]["address"]["socket_address"]["address"], "0.0.0.0");
+        assert_eq!(b["static_resources"]["listeners"][0]["address"]["socket_address"]["address"], "0.0.0.0");
+        let stats = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!((stats["address"].as_str(), stats["port_value"].as_u64()), (Some("127.0.0.1"), Some(1000)));
+    }
+
+    #[test]
     fn without_prometheus_there_is_no_metrics_listener() {
         let b = bootstrap(&BootstrapParams {
-            admin: "127.0.0.1:1000".parse().unwrap(), metrics: None, stats_matcher: None, xds_dir: Path::new("/x"), extra_clusters: &[],
+            admin: "127.0.0.1:1000".parse().unwrap(), metrics: None, listen: [127, 0, 0, 1].into(), stats_matcher: None, xds_dir: Path::new("/x"), extra_clusters: &[],
         });
         assert_eq!(b["static_resources"]["listeners"], json!([]));
     }

@@ -21,6 +21,6 @@ pub mod xds;
 pub use extension_policy::{wasm_filters_from_document, wasm_filters_from_extension_policy, WasmFilter};
 pub use log_flush::AuditFlush;
 pub use install::{envoy_version, find_envoy, PINNED_ENVOY};
-pub use process::{EnvoyOptions, EnvoyProcess};
+pub use process::{EnvoyLauncher, EnvoyOptions, EnvoyProcess};
 pub use proxy_spec::{ProxyLaunch, COLLECTOR_AUDIT_PATH};
 pub use xds::RouteSpec;

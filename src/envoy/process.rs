@@ -20,7 +20,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use serde_json::Value;
-use std::net::SocketAddr;
+use crate::container::DockerSession;
+use crate::process::Supervised;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex as StdMutex;
@@ -31,11 +34,39 @@ const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 /// Attempts at free ports (a port picked free can be taken before Envoy binds it).
 const PORT_ATTEMPTS: usize = 3;
 
+/// How Envoy is started.
+#[derive(Debug, Clone)]
+pub enum EnvoyLauncher {
+    /// This binary ([`super::find_envoy`]) as a child process, its listeners on 127.0.0.1.
+    Binary(PathBuf),
+    /// A container of this image in the Docker session, its listeners on every address of the
+    /// container and published on 127.0.0.1 under the same ports.
+    Container(Arc<DockerSession>, String),
+}
+
+impl EnvoyLauncher {
+    /// The address Envoy's listeners bind.
+    fn listen_ip(&self) -> IpAddr {
+        match self {
+            EnvoyLauncher::Binary(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            EnvoyLauncher::Container(..) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
+    /// The binary or the image, for messages.
+    fn describe(&self) -> String {
+        match self {
+            EnvoyLauncher::Binary(b) => b.display().to_string(),
+            EnvoyLauncher::Container(_, image) => format!("image {image}"),
+        }
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
-    /// The Envoy binary ([`super::find_envoy`]).
-    pub binary: PathBuf,
+    /// The binary or the image.
+    pub launcher: EnvoyLauncher,
     /// The run directory: bootstrap, xDS files, Envoy's stdout/stderr and the volume directories live here.
     pub run_dir: PathBuf,
     /// The EnvoyProxy's translation (arguments, stats matcher, volumes).
@@ -56,9 +87,11 @@ pub struct EnvoyOptions {
 
 /// A running Envoy. `Drop` kills and reaps it; [`EnvoyProcess::stop`] ends it gracefully.
 pub struct EnvoyProcess {
-    child: StdMutex<Option<Child>>,
-    pid: u32,
+    child: StdMutex<Option<Supervised>>,
+    who: String,
+    pid: Option<u32>,
     version: String,
+    scrape_address: Option<String>,
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     gateway_addr: SocketAddr,
@@ -77,14 +110,18 @@ struct Applied {
 
 impl std::fmt::Debug for EnvoyProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvoyProcess").field("pid", &self.pid).field("version", &self.version).field("gateway", &self.gateway_addr).finish()
+        f.debug_struct("EnvoyProcess").field("who", &self.who).field("version", &self.version).field("gateway", &self.gateway_addr).finish()
     }
 }
 
 impl EnvoyProcess {
     /// Starts Envoy with no routes (the gateway listener answers 404) and waits until it serves.
     pub async fn start(opts: EnvoyOptions) -> Result<EnvoyProcess> {
-        let version = super::envoy_version(&opts.binary)?;
+        let known_version = match &opts.launcher {
+            EnvoyLauncher::Binary(binary) => Some(super::envoy_version(binary)?),
+            EnvoyLauncher::Container(..) => None,
+        };
+        let listen_ip = opts.launcher.listen_ip();
         let xds_dir = opts.run_dir.join("xds");
         std::fs::create_dir_all(&xds_dir).with_context(|| format!("create {}", xds_dir.display()))?;
         opts.launch.create_volume_dirs()?;
@@ -97,28 +134,52 @@ impl EnvoyProcess {
             };
             let metrics_addr = opts.launch.prometheus.then_some(metrics_addr);
             let params = BootstrapParams {
-                admin: admin_addr, metrics: metrics_addr, stats_matcher: opts.launch.stats_matcher.as_ref(),
+                admin: admin_addr, metrics: metrics_addr, listen: listen_ip, stats_matcher: opts.launch.stats_matcher.as_ref(),
                 xds_dir: &xds_dir, extra_clusters: &opts.extra_clusters,
             };
             let bootstrap_file = opts.run_dir.join("bootstrap.json");
             write_json(&bootstrap_file, &bootstrap(&params))?;
-            let listener = xds::listener(&opts.listener_name, gateway_addr, &[])?;
+            let listener = xds::listener(&opts.listener_name, SocketAddr::new(listen_ip, gateway_addr.port()), &[])?;
             write_json(&xds_dir.join(CDS_FILE), &xds::discovery_file(1, Vec::new()))?;
             write_json(&xds_dir.join(LDS_FILE), &xds::discovery_file(1, vec![listener.clone()]))?;
-            let child = spawn(&opts, &bootstrap_file)?;
-            let pid = child.id();
+            let lost_port_race = |e: &anyhow::Error| {
+                let text = format!("{e:#}");
+                opts.ports.is_none() && attempt < PORT_ATTEMPTS && (text.contains("ddress already in use") || text.contains("port is already allocated"))
+            };
+            let started_as = match &known_version {
+                Some(v) => format!("start Envoy {v} ({})", opts.launcher.describe()),
+                None => format!("start Envoy ({})", opts.launcher.describe()),
+            };
+            let child = match start_child(&opts, &bootstrap_file, [Some(admin_addr), metrics_addr, Some(gateway_addr)]).await {
+                Ok(child) => child,
+                Err(e) if lost_port_race(&e) => {
+                    tracing::debug!("envoy's container lost a race for a port, retrying: {e:#}");
+                    continue;
+                }
+                Err(e) => return Err(e.context(started_as)),
+            };
+            let scrape_address = match (&child, metrics_addr) {
+                (Supervised::Container(c), Some(m)) => Some(SocketAddr::new(c.ip(), m.port()).to_string()),
+                (_, m) => m.map(|m| m.to_string()),
+            };
             let admin = Admin::new(admin_addr, opts.timeouts.request)?;
-            let process = EnvoyProcess {
-                child: StdMutex::new(Some(child)), pid, version: version.clone(), admin_addr, metrics_addr, gateway_addr, admin,
+            let mut process = EnvoyProcess {
+                who: child.describe(), pid: child.pid(), child: StdMutex::new(Some(child)),
+                version: known_version.clone().unwrap_or_default(), scrape_address, admin_addr, metrics_addr, gateway_addr, admin,
                 opts: opts.clone(), xds_dir: xds_dir.clone(),
                 applied: tokio::sync::Mutex::new(Applied { version: 1, clusters: Vec::new(), listener }),
             };
             match process.wait_serving().await {
-                Ok(()) => return Ok(process),
-                Err(e) if opts.ports.is_none() && attempt < PORT_ATTEMPTS && format!("{e:#}").contains("ddress already in use") => {
+                Ok(()) => {
+                    if known_version.is_none() {
+                        process.version = process.admin.server_version().await.context("read the release of Envoy in the container")?;
+                    }
+                    return Ok(process);
+                }
+                Err(e) if lost_port_race(&e) => {
                     tracing::debug!("envoy lost a race for a port, retrying: {e:#}");
                 }
-                Err(e) => return Err(e.context(format!("start Envoy {version} ({})", opts.binary.display()))),
+                Err(e) => return Err(e.context(started_as)),
             }
         }
     }
@@ -126,7 +187,7 @@ impl EnvoyProcess {
     async fn wait_serving(&self) -> Result<()> {
         let metrics = self.metrics_addr.map(|a| format!("http://{a}/stats/prometheus"));
         let client = reqwest::Client::builder().timeout(self.opts.timeouts.request).build()?;
-        let condition = format!("Envoy (pid {}) LIVE on admin {} with the gateway listener bound", self.pid, self.admin_addr);
+        let condition = format!("Envoy ({}) LIVE on admin {} with the gateway listener bound", self.who, self.admin_addr);
         // `Met(Err)` ends the wait at once: an exited Envoy or a refused listener never becomes ready.
         let settled = wait::until(&condition, self.opts.timeouts.envoy_ready, || async {
             if let Err(e) = self.health() {
@@ -184,9 +245,15 @@ impl EnvoyProcess {
         self.admin_addr
     }
 
-    /// The Envoy process id.
-    pub fn pid(&self) -> u32 {
+    /// The Envoy process id (a child process; `None` for a container).
+    pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// The address Prometheus scrapes: the `metrics` listener as Prometheus reaches it (loopback
+    /// for a child process, the container's address on the private network for a container).
+    pub fn scrape_address(&self) -> Option<&str> {
+        self.scrape_address.as_deref()
     }
 
     /// The release of the running binary (`1.37.0`).
@@ -217,10 +284,10 @@ impl EnvoyProcess {
     /// Ok while Envoy runs; an error naming its exit status and the end of its log once it exited.
     pub fn health(&self) -> Result<()> {
         let mut guard = self.child.lock().map_err(|_| anyhow!("Envoy's process handle was poisoned"))?;
-        let Some(child) = guard.as_mut() else { bail!("Envoy (pid {}) was stopped", self.pid) };
-        match child.try_wait().context("check whether Envoy runs")? {
+        let Some(child) = guard.as_mut() else { bail!("Envoy ({}) was stopped", self.who) };
+        match child.exited().context("check whether Envoy runs")? {
             None => Ok(()),
-            Some(status) => bail!("Envoy (pid {}) exited ({status}); its log ends with:\n{}", self.pid, self.log_tail_text(20)),
+            Some(status) => bail!("Envoy ({}) exited ({status}); its log ends with:\n{}", self.who, self.log_tail_text(20)),
         }
     }
 
@@ -243,7 +310,7 @@ impl EnvoyProcess {
         let mut applied = self.applied.lock().await;
         self.health()?;
         let version = applied.version + 1;
-        let listener = xds::listener(&self.opts.listener_name, self.gateway_addr, routes)?;
+        let listener = xds::listener(&self.opts.listener_name, SocketAddr::new(self.opts.launcher.listen_ip(), self.gateway_addr.port()), routes)?;
         let clusters = xds::clusters(routes);
         // Clusters first: a route naming a cluster Envoy does not know yet is refused.
         if clusters != applied.clusters {
@@ -344,14 +411,14 @@ impl EnvoyProcess {
     pub async fn stop(self) -> Result<()> {
         let child = self.child.lock().ok().and_then(|mut c| c.take());
         match child {
-            Some(child) => crate::process::stop_child(child, "Envoy", GRACEFUL_STOP).await,
+            Some(child) => child.stop("Envoy", GRACEFUL_STOP).await,
             None => Ok(()),
         }
     }
 
     fn kill_and_reap(&self) {
         if let Some(child) = self.child.lock().ok().and_then(|mut c| c.take()) {
-            crate::process::kill_and_reap(child);
+            child.kill();
         }
     }
 }
@@ -362,23 +429,51 @@ impl Drop for EnvoyProcess {
     }
 }
 
-fn spawn(opts: &EnvoyOptions, bootstrap_file: &Path) -> Result<Child> {
-    let log = opts.run_dir.join("envoy.stderr.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = Command::new(&opts.binary);
-    cmd.arg("--service-cluster").arg(&opts.service_cluster)
-        .arg("--service-node").arg(&opts.service_node)
-        .arg("--config-path").arg(bootstrap_file)
+/// Envoy's command line after the binary.
+fn args(opts: &EnvoyOptions, bootstrap_file: &Path) -> Vec<String> {
+    let mut args = vec![
+        "--service-cluster".to_string(), opts.service_cluster.clone(),
+        "--service-node".to_string(), opts.service_node.clone(),
+        "--config-path".to_string(), bootstrap_file.display().to_string(),
         // Several Envoys on one machine (parallel tests) would share hot-restart base id 0 and its
         // shared memory; in a pod each proxy has its own. This changes nothing else.
-        .arg("--use-dynamic-base-id")
-        .args(&opts.launch.args)
+        "--use-dynamic-base-id".to_string(),
+    ];
+    args.extend(opts.launch.args.iter().cloned());
+    args
+}
+
+/// Starts Envoy as a child process or a container, its output going to `envoy.stderr.log`.
+async fn start_child(opts: &EnvoyOptions, bootstrap_file: &Path, ports: [Option<SocketAddr>; 3]) -> Result<Supervised> {
+    match &opts.launcher {
+        EnvoyLauncher::Binary(binary) => spawn(binary, opts, bootstrap_file).map(Supervised::Process),
+        EnvoyLauncher::Container(session, image) => {
+            let spec = crate::container::ContainerSpec {
+                role: "envoy",
+                image: image.clone(),
+                entrypoint: crate::container::ENVOY_ENTRYPOINT.into(),
+                args: args(opts, bootstrap_file),
+                // Every path in the bootstrap, the xDS files and the arguments is inside the run directory.
+                mounts: vec![opts.run_dir.clone()],
+                ports: ports.iter().flatten().map(SocketAddr::port).collect(),
+                log_file: opts.run_dir.join("envoy.stderr.log"),
+            };
+            session.start(spec).await.map(|c| Supervised::Container(Box::new(c)))
+        }
+    }
+}
+
+fn spawn(binary: &Path, opts: &EnvoyOptions, bootstrap_file: &Path) -> Result<Child> {
+    let log = opts.run_dir.join("envoy.stderr.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(args(opts, bootstrap_file))
         .current_dir(&opts.run_dir)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
     crate::process::harness_child(&mut cmd);
-    cmd.spawn().with_context(|| format!("start {}", opts.binary.display()))
+    cmd.spawn().with_context(|| format!("start {}", binary.display()))
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {

@@ -5,20 +5,33 @@
 //! waits for that as a named condition, and `Drop` kills the group (SIGKILL) and reaps it, so no
 //! Prometheus outlives its owner, also when a test panics.
 
+use crate::container::DockerSession;
+use crate::process::Supervised;
 use crate::rundir::RunDir;
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long `stop` waits for a graceful exit before SIGKILL.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 
+/// Where Prometheus runs: a child process, or a container of `image` in a Docker session.
+#[derive(Debug, Clone, Default)]
+pub enum PrometheusRuntime {
+    /// `prometheus` from PATH.
+    #[default]
+    Native,
+    /// A container of the image on the session's network.
+    Container(Arc<DockerSession>, String),
+}
+
 /// A running Prometheus on a loopback port, with its config and TSDB in a run directory.
 pub struct PrometheusProcess {
-    child: Option<Child>,
+    child: Option<Supervised>,
     url: String,
     dir: RunDir,
 }
@@ -38,7 +51,15 @@ impl PrometheusProcess {
 
     /// Like [`PrometheusProcess::start`], on `port` when given (no retry: a taken port is an error).
     pub async fn start_on(config_yaml: &str, timeouts: &Timeouts, fixed_port: Option<u16>) -> Result<PrometheusProcess> {
-        let binary = require_on_path("prometheus", std::env::var_os("PATH"))?;
+        Self::start_in(&PrometheusRuntime::Native, config_yaml, timeouts, fixed_port).await
+    }
+
+    /// Like [`PrometheusProcess::start_on`], as a child process or a container.
+    pub async fn start_in(runtime: &PrometheusRuntime, config_yaml: &str, timeouts: &Timeouts, fixed_port: Option<u16>) -> Result<PrometheusProcess> {
+        let binary = match runtime {
+            PrometheusRuntime::Native => Some(require_on_path("prometheus", std::env::var_os("PATH"))?),
+            PrometheusRuntime::Container(..) => None,
+        };
         // The port is free when picked and taken by Prometheus a moment later; on the rare race the
         // child exits with "address already in use" and another port is tried.
         let mut attempt = 0;
@@ -51,7 +72,31 @@ impl PrometheusProcess {
                 Some(p) => p,
                 None => free_port()?,
             };
-            let child = spawn(&binary, dir.path(), &config, port)?;
+            let child = match runtime {
+                PrometheusRuntime::Container(session, image) => {
+                    let spec = crate::container::ContainerSpec {
+                        role: "prometheus",
+                        image: image.clone(),
+                        entrypoint: crate::container::PROMETHEUS_ENTRYPOINT.into(),
+                        args: args(dir.path(), &config, &format!("0.0.0.0:{port}")),
+                        mounts: vec![dir.path().to_path_buf()],
+                        ports: vec![port],
+                        log_file: dir.path().join("prometheus.log"),
+                    };
+                    match session.start(spec).await {
+                        Ok(c) => Supervised::Container(Box::new(c)),
+                        Err(e) if fixed_port.is_none() && attempt < 3 && format!("{e:#}").contains("already") => {
+                            tracing::debug!("prometheus' container lost the race for port {port}, retrying: {e:#}");
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                PrometheusRuntime::Native => {
+                    let binary = binary.as_deref().context("the prometheus binary was not resolved")?;
+                    Supervised::Process(spawn(binary, dir.path(), &config, port)?)
+                }
+            };
             let mut process = PrometheusProcess { child: Some(child), url: format!("http://127.0.0.1:{port}"), dir };
             match process.wait_ready(timeouts.prometheus_ready).await {
                 Ok(()) => return Ok(process),
@@ -68,15 +113,15 @@ impl PrometheusProcess {
         &self.url
     }
 
-    /// The process id, while it runs.
+    /// The process id, while it runs as a child process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().and_then(Supervised::pid)
     }
 
-    /// How the child exited, if it has (`None` while it runs); a stopped process counts as running no more.
-    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+    /// How it exited, if it has (`None` while it runs); a stopped one counts as running no more.
+    pub fn exit_status(&mut self) -> Result<Option<String>> {
         match self.child.as_mut() {
-            Some(child) => child.try_wait().context("checking whether Prometheus is still running"),
+            Some(child) => child.exited().context("checking whether Prometheus is still running"),
             None => Ok(None),
         }
     }
@@ -124,7 +169,7 @@ impl PrometheusProcess {
     /// Asks Prometheus to exit (SIGTERM), waits for it, and kills it if it does not exit in time.
     pub async fn stop(mut self) -> Result<()> {
         match self.child.take() {
-            Some(child) => crate::process::stop_child(child, "prometheus", GRACEFUL_STOP).await,
+            Some(child) => child.stop("prometheus", GRACEFUL_STOP).await,
             None => Ok(()),
         }
     }
@@ -135,12 +180,12 @@ impl PrometheusProcess {
         let child = &mut self.child;
         // "Met" means settled: ready, or exited (which must end the wait at once, not at the deadline).
         let settled = wait::until(&format!("prometheus ready at {ready}"), timeout, || {
-            let exited = child.as_mut().map(Child::try_wait);
+            let exited = child.as_mut().map(Supervised::exited);
             let request = client.get(&ready).send();
             async move {
                 match exited {
                     Some(Ok(Some(status))) => return Ok(Check::Met(Err(format!("exited ({status})")))),
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => return Err(e),
                     _ => {}
                 }
                 Ok(match request.await {
@@ -160,7 +205,7 @@ impl PrometheusProcess {
 
     fn kill_and_reap(&mut self) {
         if let Some(child) = self.child.take() {
-            crate::process::kill_and_reap(child);
+            child.kill();
         }
     }
 }
@@ -171,14 +216,21 @@ impl Drop for PrometheusProcess {
     }
 }
 
-fn spawn(binary: &Path, dir: &Path, config: &Path, port: u16) -> Result<Child> {
+/// Prometheus' arguments: the config, the TSDB in `dir`, the listen address, and `/-/reload`.
+fn args(dir: &Path, config: &Path, listen: &str) -> Vec<String> {
+    vec![
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address={listen}"),
+        "--web.enable-lifecycle".into(),
+    ]
+}
+
+fn spawn(binary: &Path, dir: &Path, config: &Path, port: u16) -> Result<std::process::Child> {
     let log = dir.join("prometheus.log");
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new(binary);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-lifecycle")
+    cmd.args(args(dir, config, &format!("127.0.0.1:{port}")))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)

@@ -11,17 +11,20 @@ use anyhow::Result;
 use std::path::Path;
 use std::fmt::Write;
 
+/// The first step of the local stack with `--runtime docker`.
+const DOCKER_NETWORK: &str = "create the private Docker network waf-e2e-<run directory> (first removing the containers and networks of runs that are gone)";
+
 /// The local stack's filter steps with the stand-in (no `--waf-wasm`).
 const LOCAL_STAND_IN: &[&str] = &[
-    "start the reference WAF service (ModSecurity v3 + OWASP CRS, the scenarios' directives) on 127.0.0.1:<ephemeral>",
+    "start the reference WAF service (ModSecurity v3 + OWASP CRS, the scenarios' directives) on {services}:<ephemeral>",
     "build the stand-in filter (proxy-wasm from filter/standin.c with clang/lld for wasm32; cached by source hash)",
 ];
 
 /// The local stack's setup after the filter, in order; `{envoyproxy}`, `{podmonitor}`, `{interval}`, `{pool}` and `{envoy}` are filled in.
 const LOCAL_SETUP: &[&str] = &[
-    "start the recording echo backend on 127.0.0.1:<ephemeral>",
-    "start Envoy {envoy} configured from the rendered EnvoyProxy {envoyproxy} (log level, extraArgs, stats matcher; /access_logs -> the run's directory), admin and the stats listener on loopback",
-    "start Prometheus with the translation of PodMonitor {podmonitor}, scraping Envoy's stats listener every {interval}",
+    "start the recording echo backend on {services}:<ephemeral>",
+    "start Envoy {envoy}{envoy_how} configured from the rendered EnvoyProxy {envoyproxy} (log level, extraArgs, stats matcher; /access_logs -> the run's directory), admin and the stats listener {published}",
+    "start Prometheus{prometheus_how} with the translation of PodMonitor {podmonitor}, scraping Envoy's stats listener every {interval}",
     "wait up to {target_up}: scrape pool {pool} has a target up",
 ];
 
@@ -47,7 +50,15 @@ fn local_plan(opts: &StackOptions, scenarios: &[Scenario]) -> Result<String> {
         .find(|d| d.kind == "EnvoyProxy")
         .map_or_else(|| "(none rendered: Envoy Gateway's defaults)".to_string(), |d| format!("{}/{} ({})", d.namespace.as_deref().unwrap_or("default"), d.name, d.file.display()));
     let pm = &rendered.podmonitor;
+    let docker = match &opts.runtime {
+        crate::container::Runtime::Docker(images) => Some(images),
+        crate::container::Runtime::Native => None,
+    };
     let fill = [
+        ("{services}", docker.map_or("127.0.0.1".to_string(), |_| "the Docker network's gateway address".to_string())),
+        ("{envoy_how}", docker.map_or(String::new(), |i| format!(" as a container of {}", i.envoy))),
+        ("{published}", docker.map_or("on loopback".to_string(), |_| "published on 127.0.0.1".to_string())),
+        ("{prometheus_how}", docker.map_or(String::new(), |i| format!(" as a container of {}", i.prometheus))),
         ("{envoy}", crate::envoy::install::PINNED_ENVOY.to_string()),
         ("{envoyproxy}", envoyproxy),
         ("{podmonitor}", format!("{}/{}", pm.namespace(), pm.metadata.name)),
@@ -56,15 +67,19 @@ fn local_plan(opts: &StackOptions, scenarios: &[Scenario]) -> Result<String> {
         ("{target_up}", format!("{}s", opts.timeouts.target_up.as_secs())),
     ];
     // With --waf-wasm the filter is the user's and what it can do is the profile's, as the local stack decides.
+    let fill_in = |s: &str| fill.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v));
     let (mut steps, capabilities) = match &opts.waf_wasm {
-        None => (LOCAL_STAND_IN.iter().map(|s| s.to_string()).collect::<Vec<_>>(), STAND_IN_CAPABILITIES.to_vec()),
+        None => (LOCAL_STAND_IN.iter().map(|s| fill_in(s)).collect::<Vec<_>>(), STAND_IN_CAPABILITIES.to_vec()),
         Some(file) => {
             let profile = crate::profile::Profile::load(Path::new("."), &opts.profile)?;
             let flavour = opts.waf_flavour.clone().unwrap_or_else(|| profile.filter.flavour.clone());
             (vec![format!("load the WAF filter {} (flavour `{flavour}`; capabilities of profile {})", file.display(), profile.name)], profile.capabilities)
         }
     };
-    steps.extend(LOCAL_SETUP.iter().map(|s| fill.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v))));
+    if docker.is_some() {
+        steps.insert(0, DOCKER_NETWORK.into());
+    }
+    steps.extend(LOCAL_SETUP.iter().map(|s| fill_in(s)));
     for s in scenarios {
         steps.push(match missing(s, &capabilities) {
             Some(why) => format!("scenario {}: SKIPPED, the local stack lacks {why}", s.name()),
@@ -73,7 +88,10 @@ fn local_plan(opts: &StackOptions, scenarios: &[Scenario]) -> Result<String> {
                 s.name(), s.name(), s.name(), s.policy.name.value, rules(s), s.request_count()),
         });
     }
-    steps.push(LOCAL_TEARDOWN.into());
+    steps.push(match docker {
+        Some(_) => format!("{LOCAL_TEARDOWN}; remove both containers and the network"),
+        None => LOCAL_TEARDOWN.into(),
+    });
     Ok(numbered(&format!("plan of a run on the local stack, run id {}; rendered resources from {}", opts.run_id, opts.rendered.display()), &steps))
 }
 

@@ -217,6 +217,8 @@ pub struct StackOptions {
     pub waf_flavour: Option<String>,
     /// How the local stack's audit wait learns the log is complete (ask Envoy, or its timer).
     pub audit_flush: crate::envoy::AuditFlush,
+    /// Child processes or containers (local stack).
+    pub runtime: crate::container::Runtime,
     /// Where the deployment of the endpoints stack is.
     pub endpoints: endpoints::EndpointsArgs,
 }

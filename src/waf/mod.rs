@@ -56,7 +56,7 @@ struct Shared {
 
 static NEXT_SERVICE: AtomicU64 = AtomicU64::new(1);
 
-/// A running reference WAF service on 127.0.0.1.
+/// A running reference WAF service (on 127.0.0.1 unless started elsewhere).
 pub struct ReferenceWaf {
     addr: SocketAddr,
     service: u64,
@@ -67,9 +67,14 @@ pub struct ReferenceWaf {
 impl ReferenceWaf {
     /// Starts the service on 127.0.0.1:0 inside the current Tokio runtime (ModSecurity starts on first use).
     pub fn start(faults: Faults) -> Result<ReferenceWaf> {
+        Self::start_on(faults, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// [`ReferenceWaf::start`] on `ip` (a private Docker network's gateway when Envoy runs in a container).
+    pub fn start_on(faults: Faults, ip: std::net::IpAddr) -> Result<ReferenceWaf> {
         let runtime = tokio::runtime::Handle::try_current().context("the reference WAF service must be started inside a Tokio runtime")?;
         worker::engine_identity().context("starting ModSecurity")?;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding the reference WAF service on 127.0.0.1")?;
+        let listener = std::net::TcpListener::bind((ip, 0)).with_context(|| format!("binding the reference WAF service on {ip}"))?;
         listener.set_nonblocking(true).context("making the reference WAF listener non-blocking")?;
         let addr = listener.local_addr().context("reading the reference WAF listener address")?;
         let service = NEXT_SERVICE.fetch_add(1, Ordering::Relaxed);

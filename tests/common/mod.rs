@@ -50,6 +50,7 @@ pub fn local_options(rendered: &Path) -> LocalOptions {
         faults: Faults::default(),
         prometheus_port: None,
         audit_flush: waf_e2e::envoy::AuditFlush::Admin,
+        runtime: Default::default(),
     }
 }
 

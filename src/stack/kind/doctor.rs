@@ -270,7 +270,7 @@ pub async fn run_doctor_with(stack: StackKind, env: &ProbeEnv) -> DoctorReport {
         }
         StackKind::Local => {
             checks.push(check_tool("prometheus", &["--version"], false,
-                "install Prometheus (Debian: apt-get install prometheus) or have docker for the container fallback", env).await);
+                "install Prometheus (Debian: apt-get install prometheus), or run Prometheus and Envoy as containers with `--runtime docker` (docs/containers.md)", env).await);
             checks.push(check_docker_engine(false, env).await);
             let prom_or_docker = checks.iter().any(|c| matches!(c.status, Status::Present(_)));
             if !prom_or_docker {

@@ -28,7 +28,12 @@ pub struct EchoBackend {
 impl EchoBackend {
     /// Binds 127.0.0.1:0 and serves every method and path with 200 and a JSON echo.
     pub async fn start() -> Result<EchoBackend> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("bind the echo backend on 127.0.0.1")?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`EchoBackend::start`] on `ip` (a private Docker network's gateway when Envoy runs in a container).
+    pub async fn start_on(ip: std::net::IpAddr) -> Result<EchoBackend> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.with_context(|| format!("bind the echo backend on {ip}"))?;
         let addr = listener.local_addr().context("read the echo backend's address")?;
         let seen = Seen::default();
         let app = axum::Router::new().fallback(echo).with_state(seen.clone());

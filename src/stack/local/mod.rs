@@ -56,6 +56,8 @@ pub struct LocalOptions {
     pub prometheus_port: Option<u16>,
     /// Ask Envoy to write its log after the traffic, or wait for its timer.
     pub audit_flush: crate::envoy::AuditFlush,
+    /// Child processes, or containers of the given images (`--runtime docker`).
+    pub runtime: crate::container::Runtime,
 }
 
 impl LocalOptions {
@@ -73,6 +75,7 @@ impl LocalOptions {
             faults: crate::waf::Faults::default(),
             prometheus_port: None,
             audit_flush: o.audit_flush,
+            runtime: o.runtime.clone(),
         }
     }
 }
@@ -93,10 +96,12 @@ pub struct LocalStack {
     audit_flush: crate::envoy::AuditFlush,
     timeouts: Timeouts,
     opts: LocalOptions,
-    scrape_target: std::net::SocketAddr,
+    scrape_target: Mutex<String>,
     prometheus_config: Mutex<String>,
     rendered_now: Mutex<PathBuf>,
     module_now: Mutex<Option<PathBuf>>,
+    // Last: dropped after the containers above, so the network is free to remove.
+    docker: Option<std::sync::Arc<crate::container::DockerSession>>,
 }
 
 impl LocalStack {
@@ -104,7 +109,13 @@ impl LocalStack {
     pub async fn start(opts: &LocalOptions) -> Result<LocalStack> {
         let dir = crate::rundir::RunDir::create_unique("local").context("create the local stack's run directory")?;
         let parts = parts::Parts::load(opts, dir.path())?;
-        let echo = EchoBackend::start().await?;
+        let docker = match &opts.runtime {
+            crate::container::Runtime::Docker(_) => Some(crate::container::DockerSession::create(dir.path()).await?),
+            crate::container::Runtime::Native => None,
+        };
+        // Where Envoy reaches the harness: loopback, or the private network's gateway from a container.
+        let services_ip = docker.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |d| d.gateway());
+        let echo = EchoBackend::start_on(services_ip).await?;
         let (module, filter, capabilities, waf) = match &opts.waf_wasm {
             Some(file) => {
                 let flavour = opts.waf_flavour.clone().unwrap_or_else(|| parts.profile_flavour());
@@ -114,7 +125,7 @@ impl LocalStack {
             }
             None => {
                 let module = crate::filter::standin::build_standin(&crate::filter::build::default_cache_dir())?;
-                let waf = crate::waf::ReferenceWaf::start(opts.faults).context("start the reference WAF service")?;
+                let waf = crate::waf::ReferenceWaf::start_on(opts.faults, services_ip).context("start the reference WAF service")?;
                 let info = FilterInfo {
                     flavour: STAND_IN_FLAVOUR.into(),
                     description: format!("stand-in filter (waf-e2e, filter/standin.c) deciding with {}", waf.describe()),
@@ -124,11 +135,21 @@ impl LocalStack {
             }
         };
         let extra_clusters: Vec<_> = waf.iter().map(|w| (crate::waf::CALLOUT_CLUSTER.to_string(), w.addr())).collect();
-        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters.clone()).await?;
-        let filter = FilterInfo { envoy_version: Some(envoy.version().to_string()), ..filter };
-        let scrape_target = envoy.metrics_addr().with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
-        let prometheus_config = parts.scrape_config(scrape_target, opts.scrape_interval)?;
-        let prometheus = PrometheusProcess::start_on(&prometheus_config, &opts.timeouts, opts.prometheus_port).await.context("start Prometheus")?;
+        // A container sees only the run directory: the module goes into it.
+        let module = if docker.is_some() { reload::copy_module_into(dir.path(), &module)? } else { module };
+        let envoy = parts.start_envoy(opts, dir.path(), extra_clusters.clone(), docker.as_ref()).await?;
+        let envoy_version = match &opts.runtime {
+            crate::container::Runtime::Docker(images) => format!("{} (container of {})", envoy.version(), images.envoy),
+            crate::container::Runtime::Native => envoy.version().to_string(),
+        };
+        let filter = FilterInfo { envoy_version: Some(envoy_version), ..filter };
+        let scrape_target = envoy.scrape_address().map(str::to_string).with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
+        let prometheus_config = parts.scrape_config(&scrape_target, opts.scrape_interval)?;
+        let prometheus_runtime = match (&opts.runtime, &docker) {
+            (crate::container::Runtime::Docker(images), Some(session)) => crate::prometheus::PrometheusRuntime::Container(session.clone(), images.prometheus.clone()),
+            _ => crate::prometheus::PrometheusRuntime::Native,
+        };
+        let prometheus = PrometheusProcess::start_in(&prometheus_runtime, &prometheus_config, &opts.timeouts, opts.prometheus_port).await.context("start Prometheus")?;
         let endpoints = Endpoints {
             gateway_url: format!("http://{}", envoy.gateway_addr()),
             prometheus_url: prometheus.url().to_string(),
@@ -152,10 +173,11 @@ impl LocalStack {
             audit_flush: opts.audit_flush,
             timeouts: opts.timeouts.clone(),
             opts: opts.clone(),
-            scrape_target,
+            scrape_target: Mutex::new(scrape_target),
             prometheus_config,
             rendered_now: Mutex::new(opts.rendered.clone()),
             module_now: Mutex::new(None),
+            docker,
         })
     }
 
@@ -176,7 +198,7 @@ impl LocalStack {
 
     /// Envoy's process id while it runs (fault tests kill it).
     pub async fn envoy_pid(&self) -> Option<u32> {
-        self.envoy.lock().await.as_ref().map(EnvoyProcess::pid)
+        self.envoy.lock().await.as_ref().and_then(EnvoyProcess::pid)
     }
 
     /// The run directory (Envoy's bootstrap, xDS files, logs and volumes).
@@ -374,6 +396,11 @@ impl Stack for LocalStack {
         if let Some(w) = self.waf.lock().await.take() {
             if let Err(e) = w.shutdown().await {
                 errors.push(format!("stop the reference WAF service: {e:#}"));
+            }
+        }
+        if let Some(docker) = &self.docker {
+            if let Err(e) = docker.remove().await {
+                errors.push(format!("{e:#}"));
             }
         }
         if errors.is_empty() { Ok(()) } else { anyhow::bail!(errors.join("; ")) }

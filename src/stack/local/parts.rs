@@ -3,7 +3,8 @@
 //! with its wasm filters; and the diagnostics bundle of a failed scenario.
 
 use super::{LocalOptions, GATEWAY, GATEWAY_NAMESPACE};
-use crate::envoy::{EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec};
+use crate::container::DockerSession;
+use crate::envoy::{EnvoyLauncher, EnvoyOptions, EnvoyProcess, ProxyLaunch, RouteSpec};
 use crate::error::InputLocation;
 use crate::profile::Profile;
 use crate::rendered::{render_scrape_config, PodTarget, RenderedSet};
@@ -12,6 +13,7 @@ use crate::stack::ScenarioEnv;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the local stack is built from, loaded and checked before anything starts.
@@ -59,15 +61,19 @@ impl Parts {
     }
 
     /// Starts Envoy as Envoy Gateway runs a proxy of [`GATEWAY`].
-    pub async fn start_envoy(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>) -> Result<EnvoyProcess> {
-        self.start_envoy_on(opts, run_dir, extra_clusters, None).await
+    pub async fn start_envoy(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, docker: Option<&Arc<DockerSession>>) -> Result<EnvoyProcess> {
+        self.start_envoy_on(opts, run_dir, extra_clusters, None, docker).await
     }
 
     /// [`Parts::start_envoy`] on the given admin, metrics and gateway addresses (a restart keeps them).
-    pub async fn start_envoy_on(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, ports: Option<[SocketAddr; 3]>) -> Result<EnvoyProcess> {
-        let binary = crate::envoy::find_envoy(opts.envoy.as_deref())?;
+    pub async fn start_envoy_on(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, ports: Option<[SocketAddr; 3]>, docker: Option<&Arc<DockerSession>>) -> Result<EnvoyProcess> {
+        let launcher = match (&opts.runtime, docker) {
+            (crate::container::Runtime::Docker(images), Some(session)) => EnvoyLauncher::Container(session.clone(), images.envoy.clone()),
+            (crate::container::Runtime::Docker(_), None) => anyhow::bail!("--runtime docker: the stack has no Docker session (a harness bug)"),
+            (crate::container::Runtime::Native, _) => EnvoyLauncher::Binary(crate::envoy::find_envoy(opts.envoy.as_deref())?),
+        };
         EnvoyProcess::start(EnvoyOptions {
-            binary,
+            launcher,
             run_dir: run_dir.to_path_buf(),
             launch: self.launch.clone(),
             service_cluster: format!("{GATEWAY_NAMESPACE}/{GATEWAY}"),
@@ -81,8 +87,8 @@ impl Parts {
     }
 
     /// The PodMonitor's translation, scraping `target` as the proxy pod of [`GATEWAY`].
-    pub fn scrape_config(&self, target: SocketAddr, interval: Duration) -> Result<String> {
-        let pod = PodTarget::envoy_gateway_proxy(target.to_string(), GATEWAY, GATEWAY_NAMESPACE);
+    pub fn scrape_config(&self, target: &str, interval: Duration) -> Result<String> {
+        let pod = PodTarget::envoy_gateway_proxy(target, GATEWAY, GATEWAY_NAMESPACE);
         render_scrape_config(&self.rendered.podmonitor, &pod, interval).context("translate the PodMonitor into a Prometheus scrape config")
     }
 

@@ -73,12 +73,7 @@ impl LocalStack {
     /// Loads the filter module `module` for every scenario installed from now on. It is copied into the
     /// run under a name made of its content's hash, so Envoy sees a changed configuration and loads it.
     pub async fn swap_module(&self, module: &std::path::Path) -> Result<PathBuf> {
-        let bytes = std::fs::read(module).with_context(|| format!("read the filter module {}", module.display()))?;
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        let dir = self.dir.path().join("modules");
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let copy = dir.join(format!("{}.wasm", &hash[..16]));
-        std::fs::write(&copy, &bytes).with_context(|| format!("write {}", copy.display()))?;
+        let copy = copy_module_into(self.dir.path(), module)?;
         *self.module_now.lock().await = Some(copy.clone());
         Ok(copy)
     }
@@ -100,7 +95,8 @@ impl LocalStack {
             self.restart_envoy(&opts, &next).await.with_context(|| format!("restart Envoy with the changed {}", next.launch.source))?;
             changes.push(format!("Envoy restarted (same ports) with the changed {} of {}", next.launch.source, rendered.display()));
         }
-        let config = next.scrape_config(self.scrape_target, self.opts.scrape_interval)?;
+        let target = self.scrape_target.lock().await.clone();
+        let config = next.scrape_config(&target, self.opts.scrape_interval)?;
         let mut config_now = self.prometheus_config.lock().await;
         if *config_now != config {
             let prom = crate::assert::prom::PromClient::new(&self.endpoints().prometheus_url)?;
@@ -157,7 +153,11 @@ impl LocalStack {
         let old = envoy.take().context("Envoy was shut down")?;
         let ports = old.ports();
         old.stop().await.context("stop the running Envoy")?;
-        let started = next.start_envoy_on(opts, self.dir.path(), self.extra_clusters.clone(), Some(ports)).await?;
+        let started = next.start_envoy_on(opts, self.dir.path(), self.extra_clusters.clone(), Some(ports), self.docker.as_ref()).await?;
+        // A new container has a new address on the private network; the caller's Prometheus reload follows it.
+        if let Some(target) = started.scrape_address() {
+            *self.scrape_target.lock().await = target.to_string();
+        }
         let routes: Vec<_> = routes.values().cloned().collect();
         if !routes.is_empty() {
             started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
@@ -165,4 +165,16 @@ impl LocalStack {
         *envoy = Some(started);
         Ok(())
     }
+}
+
+/// Copies the filter module `module` into `run_dir/modules/` under a name made of its content's
+/// hash (a changed module is a changed configuration to Envoy; a container sees only the run directory).
+pub(super) fn copy_module_into(run_dir: &std::path::Path, module: &std::path::Path) -> Result<PathBuf> {
+    let bytes = std::fs::read(module).with_context(|| format!("read the filter module {}", module.display()))?;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let dir = run_dir.join("modules");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let copy = dir.join(format!("{}.wasm", &hash[..16]));
+    std::fs::write(&copy, &bytes).with_context(|| format!("write {}", copy.display()))?;
+    Ok(copy)
 }
