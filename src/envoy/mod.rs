@@ -14,6 +14,7 @@ pub mod extension_policy;
 pub mod install;
 pub mod located;
 pub mod log_flush;
+pub mod pkeys;
 pub mod process;
 pub mod proxy_spec;
 pub mod xds;

@@ -473,6 +473,7 @@ fn spawn(binary: &Path, opts: &EnvoyOptions, bootstrap_file: &Path) -> Result<Ch
         .stdout(out.try_clone()?)
         .stderr(out);
     crate::process::harness_child(&mut cmd);
+    super::pkeys::deny_pkey_alloc_in(&mut cmd)?;
     cmd.spawn().with_context(|| format!("start {}", binary.display()))
 }
 
