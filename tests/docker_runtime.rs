@@ -249,3 +249,32 @@ async fn a_changed_envoyproxy_starts_a_new_envoy_container_that_prometheus_scrap
     stack.shutdown().await.expect("stop the stack");
     assert_eq!(docker_objects_under(&run_dir), Vec::<String>::new(), "shutdown left Docker objects behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_docker_runs_its_scenario_and_ctrl_c_leaves_no_container_network_or_process() {
+    let Some(flags) = local_image_flags() else { return };
+    let work = tempfile::tempdir().expect("work dir");
+    let scenarios = work.path().join("scenarios");
+    std::fs::create_dir(&scenarios).expect("mkdir");
+    std::fs::copy(common::root().join("scenarios/sqli-blocked.yaml"), scenarios.join("sqli-blocked.yaml")).expect("copy the scenario");
+    let scenarios = scenarios.display().to_string();
+    let (mut watch, _cleanup) = spawn(&["watch", "--scenarios", &scenarios], &flags);
+    let seen = waf_e2e::wait::until("watch's initial run verdict", BOUND, || {
+        let out = watch.stdout();
+        async move {
+            Ok(match out.lines().find(|l| l.contains("initial run (")) {
+                Some(line) => waf_e2e::wait::Check::Met(line.to_string()),
+                None => waf_e2e::wait::Check::NotYet("no verdict yet".into()),
+            })
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", watch.stdout(), watch.stderr()));
+    assert!(seen.contains("PASS (1 passed)"), "{seen}");
+    assert_eq!(docker_objects_under(watch.tmp.path()).len(), 3, "two containers and a network while watching");
+    watch.signal(Signal::SIGINT);
+    let status = watch.wait_exit(BOUND).await;
+    assert_eq!(status.code(), Some(0), "{}", watch.stderr());
+    assert_eq!(docker_objects_under(watch.tmp.path()), Vec::<String>::new(), "Ctrl-C of watch left Docker objects behind");
+    common::assert_no_process(&watch.marker());
+}
