@@ -228,33 +228,32 @@ fn collect_yaml(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Test data: a CRD in controller-gen's layout serving `version` of `group`'s `kind` (plural: the
+/// kind in lower case plus `s`), its `openAPIV3Schema` given as JSON, which is YAML flow style.
+#[cfg(test)]
+pub(crate) fn test_crd(group: &str, kind: &str, scope: &str, version: &str, schema: serde_json::Value) -> String {
+    let plural = format!("{}s", kind.to_lowercase());
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  \
+         names: {{kind: {kind}, plural: {plural}}}\n  scope: {scope}\n  versions:\n    - name: {version}\n      served: true\n      \
+         storage: true\n      schema: {{openAPIV3Schema: {schema}}}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: tiers.crd.projectcalico.org}
-spec:
-  group: crd.projectcalico.org
-  names: {kind: Tier, plural: tiers}
-  scope: Cluster
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object}}}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: not-a-crd}
-"#;
+    /// A Tier CRD and a document that is not a CRD.
+    fn crd() -> String {
+        let tier = test_crd("crd.projectcalico.org", "Tier", "Cluster", "v1", serde_json::json!({"type": "object", "properties": {"spec": {"type": "object"}}}));
+        format!("{tier}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: not-a-crd}}\n")
+    }
 
     #[test]
     fn crds_are_found_by_group_kind_and_version_and_calico_v3_falls_back_to_the_crd_group() {
         let mut index = CrdIndex::default();
-        assert_eq!(index.add_text(Path::new("t.yaml"), CRD).unwrap(), 1);
+        assert_eq!(index.add_text(Path::new("t.yaml"), &crd()).unwrap(), 1);
         assert!(matches!(index.lookup("crd.projectcalico.org/v1", "Tier"), Lookup::Found(v) if v.scope == "Cluster"));
         assert!(matches!(index.lookup("projectcalico.org/v3", "Tier"), Lookup::CalicoBacking(_, g) if g == "crd.projectcalico.org/v1"));
         assert!(matches!(index.lookup("crd.projectcalico.org/v2", "Tier"), Lookup::WrongVersion(v) if v == ["v1"]));
@@ -275,10 +274,10 @@ spec:\n  group: crd.projectcalico.org\n  names:\n    kind: Tier\n    plural: tie
         assert!(matches!(index.lookup("crd.projectcalico.org/v1", "Other"), Lookup::Missing));
         assert_eq!(scan_group_kind(BLOCK), Some(("crd.projectcalico.org".into(), "Tier".into())));
         // Any other layout is parsed whatever the filter says, so nothing is skipped by mistake.
-        assert_eq!(scan_group_kind(CRD.split("---").next().unwrap()), None);
+        assert_eq!(scan_group_kind(crd().split("---").next().unwrap()), None);
         let mut flow = CrdIndex::default();
         let nothing = |_: &str, _: &str| false;
-        assert_eq!(flow.add_text_wanted(Path::new("t.yaml"), CRD, Some(&nothing)).unwrap(), 1);
+        assert_eq!(flow.add_text_wanted(Path::new("t.yaml"), &crd(), Some(&nothing)).unwrap(), 1);
     }
 
     #[test]

@@ -212,35 +212,21 @@ mod tests {
     use serde_json::json;
     use std::path::Path;
 
-    const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: wafplugins.applicationlayer.projectcalico.org}
-spec:
-  group: applicationlayer.projectcalico.org
-  names: {kind: WAFPlugin, plural: wafplugins}
-  scope: Namespaced
-  versions:
-    - name: v3
-      served: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            apiVersion: {type: string}
-            kind: {type: string}
-            metadata: {type: object}
-            spec:
-              type: object
-              properties: {rules: {type: string}}
-              x-kubernetes-validations:
-                - rule: has(self.rules) && size(self.rules) > 0
-                  message: plugin must define rules
-"#;
+    /// A WAFPlugin CRD whose spec has a string `rules` and a CEL rule requiring it.
+    fn crd() -> String {
+        crate::schema::crds::test_crd("applicationlayer.projectcalico.org", "WAFPlugin", "Namespaced", "v3", json!({
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                "spec": {"type": "object", "properties": {"rules": {"type": "string"}},
+                    "x-kubernetes-validations": [{"rule": "has(self.rules) && size(self.rules) > 0", "message": "plugin must define rules"}]},
+            },
+        }))
+    }
 
     fn index() -> CrdIndex {
         let mut i = CrdIndex::default();
-        i.add_text(Path::new("crds/wafplugins.yaml"), CRD).unwrap();
+        i.add_text(Path::new("crds/wafplugins.yaml"), &crd()).unwrap();
         i
     }
 
@@ -269,7 +255,7 @@ spec:
     #[test]
     fn a_crd_version_without_a_schema_is_no_schema_not_a_list_of_unknown_fields() {
         let mut i = CrdIndex::default();
-        i.add_text(Path::new("bare.yaml"), &CRD.replace("      schema:\n", "      bare:\n")).unwrap();
+        i.add_text(Path::new("bare.yaml"), &crd().replace("      schema: ", "      bare: ")).unwrap();
         let r = check(&[subject(json!({"apiVersion": "applicationlayer.projectcalico.org/v3", "kind": "WAFPlugin",
             "metadata": {"name": "p", "namespace": "shop"}, "spec": {"rules": "x"}}))], &i);
         assert_eq!(r.problems.len(), 1, "{r}");

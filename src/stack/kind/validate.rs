@@ -104,30 +104,16 @@ mod tests {
     use crate::stack::kind::plan::build_plan;
     use crate::stack::kind::ClusterOpts;
 
-    const TIER_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: tiers.crd.projectcalico.org}
-spec:
-  group: crd.projectcalico.org
-  names: {kind: Tier, plural: tiers}
-  scope: Cluster
-  versions:
-    - name: v1
-      served: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            apiVersion: {type: string}
-            kind: {type: string}
-            metadata: {type: object}
-            spec:
-              type: object
-              properties:
-                order: {type: number}
-                defaultAction: {type: string, enum: [Pass, Deny]}
-"#;
+    /// A Tier CRD with `order` and an enum `defaultAction`.
+    fn tier_crd() -> String {
+        crate::schema::crds::test_crd("crd.projectcalico.org", "Tier", "Cluster", "v1", serde_json::json!({
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                "spec": {"type": "object", "properties": {"order": {"type": "number"}, "defaultAction": {"type": "string", "enum": ["Pass", "Deny"]}}},
+            },
+        }))
+    }
 
     fn plan(cache: &Path) -> Plan {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -154,7 +140,7 @@ spec:
         let cache = tempfile::tempdir().unwrap();
         let p = plan(cache.path());
         let crds = p.profile.downloads().next().unwrap().clone();
-        std::fs::write(p.cache.path_for(&crds), TIER_CRD).unwrap();
+        std::fs::write(p.cache.path_for(&crds), tier_crd()).unwrap();
         let report = check_plan(&p, &[]).unwrap();
         assert_eq!(report.crds, 1, "{report}");
         let tier_problems: Vec<_> = report.problems.iter().filter(|p| p.object.starts_with("Tier ")).collect();
