@@ -115,7 +115,12 @@ impl LocalStack {
         };
         // Where Envoy reaches the harness: loopback, or the private network's gateway from a container.
         let services_ip = docker.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |d| d.gateway());
-        let echo = EchoBackend::start_on(services_ip).await?;
+        let echo = EchoBackend::start_on(services_ip).await.with_context(|| match &docker {
+            // Docker Desktop's networks live in its VM: their gateway is no address of this host.
+            Some(d) => format!("the Docker network {}'s gateway {services_ip} is not an address of this host (Docker Desktop?); \
+                `--runtime docker` needs an engine on this host's kernel (docs/containers.md)", d.network()),
+            None => "start the echo backend".to_string(),
+        })?;
         let (module, filter, capabilities, waf) = match &opts.waf_wasm {
             Some(file) => {
                 let flavour = opts.waf_flavour.clone().unwrap_or_else(|| parts.profile_flavour());
