@@ -1,7 +1,8 @@
 //! `--runtime docker`: Prometheus and Envoy as containers of the images `scripts/local-images.sh`
 //! builds from this machine's binaries (no registry is reachable here). The scenarios pass, a broken
 //! PodMonitor still fails naming itself, ports are published on loopback only, and neither a run,
-//! nor Ctrl-C of a run or of `up`, leaves a container, a network or a process behind.
+//! nor Ctrl-C of a run, of `up` or of `watch`, leaves a container, a network or a process behind; a
+//! killed container ends the run (exit 3) naming it.
 //!
 //! Needs a Docker engine. Without one each test says SKIPPED on stderr (`scripts/test.sh` prints
 //! whether the engine answers); with `WAF_E2E_REQUIRE_DOCKER` set, a missing engine fails them.
@@ -277,4 +278,20 @@ async fn watch_on_docker_runs_its_scenario_and_ctrl_c_leaves_no_container_networ
     assert_eq!(status.code(), Some(0), "{}", watch.stderr());
     assert_eq!(docker_objects_under(watch.tmp.path()), Vec::<String>::new(), "Ctrl-C of watch left Docker objects behind");
     common::assert_no_process(&watch.marker());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_container_killed_mid_run_makes_the_run_exit_3_naming_it() {
+    let Some(flags) = local_image_flags() else { return };
+    let (mut run, _cleanup) = spawn(&["run", "--stack", "local"], &flags);
+    run.wait_for_stderr("[ RUN  ]", BOUND).await;
+    let envoy = docker_objects_under(run.tmp.path()).into_iter().find_map(|o| o.strip_prefix("container ").filter(|n| n.contains("-envoy-")).map(str::to_string))
+        .expect("an Envoy container runs");
+    let killed = Command::new("docker").args(["kill", &envoy]).output().expect("docker kill");
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let status = run.wait_exit(BOUND).await;
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("error: infrastructure failed") && stderr.contains(&format!("Envoy (container {envoy}) exited")), "{stderr}");
+    assert_eq!(docker_objects_under(run.tmp.path()), Vec::<String>::new(), "the failed run left Docker objects behind");
 }
