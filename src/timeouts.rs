@@ -61,6 +61,9 @@ pub struct Timeouts {
     pub envoy_log_flushed: Duration,
     /// One run of the endpoints stack's `--audit-command`.
     pub audit_command: Duration,
+    /// On a cluster, how long a healthy listing of the proxy pods stands for the health check
+    /// (polled about every 100 ms by each running scenario; the API server is asked at most this often).
+    pub proxy_health_reuse: Duration,
 }
 
 impl Default for Timeouts {
@@ -96,6 +99,7 @@ impl Default for Timeouts {
             audit_reader_running: s(120),
             envoy_log_flushed: s(15),
             audit_command: s(30),
+            proxy_health_reuse: Duration::from_secs(1),
         }
     }
 }

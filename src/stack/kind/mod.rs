@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod objects;
 pub mod plan;
+pub mod proxy_health;
 pub mod scrape;
 pub mod secrets;
 pub mod stack;

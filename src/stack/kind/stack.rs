@@ -50,6 +50,10 @@ pub struct KindStack {
     filter: FilterInfo,
     /// What in the EnvoyProxy the cluster runs keeps audit lines from the collector, translated once.
     audit_hints: Vec<String>,
+    /// The proxies' Envoy restart counts when the stack came up (a restart after it ends the run).
+    proxy_restarts: BTreeMap<String, i32>,
+    /// When the proxies were last seen healthy.
+    proxy_healthy_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// The filter a profile runs: its flavour keys filter-dependent expectations (rule ids, phases).
@@ -139,9 +143,12 @@ impl KindStack {
         let audit_reader = plan.audit_reader();
         let filter = profile_filter(&plan.profile);
         let audit_hints = audit_hints(&plan.rendered);
+        let proxy_restarts = super::proxy_health::envoy_restarts(&list_proxy_pods(&client, &plan).await?);
         Ok(KindStack {
             filter,
             audit_hints,
+            proxy_restarts,
+            proxy_healthy_at: Mutex::new(None),
             stats_url: stats.url(),
             _forwards: vec![gateway, stats, prometheus],
             client,
@@ -174,11 +181,17 @@ impl KindStack {
 /// The Gateway's proxy pods, as (namespace, name).
 async fn proxy_pods(client: &Client, plan: &Plan) -> Result<Vec<(String, String)>> {
     let ns = &plan.profile.gateway.proxy_namespace;
+    Ok(list_proxy_pods(client, plan).await?.into_iter().filter_map(|p| p.metadata.name).map(|n| (ns.clone(), n)).collect())
+}
+
+/// The Gateway's proxy pods.
+async fn list_proxy_pods(client: &Client, plan: &Plan) -> Result<Vec<Pod>> {
+    let ns = &plan.profile.gateway.proxy_namespace;
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&plan.proxy_selector()))
         .await
         .with_context(|| format!("list proxy pods in {ns}"))?;
-    Ok(pods.items.into_iter().filter_map(|p| p.metadata.name).map(|n| (ns.clone(), n)).collect())
+    Ok(pods.items)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -439,6 +452,24 @@ impl Stack for KindStack {
         Ok(())
     }
 
+    async fn health(&self) -> Result<()> {
+        let fresh = |at: &Option<std::time::Instant>| at.is_some_and(|t| t.elapsed() < self.timeouts.proxy_health_reuse);
+        if fresh(&self.proxy_healthy_at.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        // A failed listing proves nothing about the proxies: the scenario's own waits decide.
+        let pods = match list_proxy_pods(&self.client, &self.plan).await {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::debug!("health check: {e:#}");
+                return Ok(());
+            }
+        };
+        super::proxy_health::check(&pods, &self.proxy_restarts)?;
+        *self.proxy_healthy_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     async fn shutdown(&self) -> Result<()> {
         if let Some(g) = &self.cluster {
             return g.teardown(self.timeouts.cluster_delete).await;
@@ -499,6 +530,8 @@ mod tests {
             audit_reader: None,
             filter: profile_filter(&plan.profile),
             audit_hints: audit_hints(&plan.rendered),
+            proxy_restarts: BTreeMap::from([("envoy-gateway-system/envoy-1".to_string(), 0)]),
+            proxy_healthy_at: Mutex::new(None),
             plan,
         }
     }
@@ -518,6 +551,37 @@ mod tests {
         let stack = existing_cluster_stack(&api, true, &["waf-e2e-abc123-a"]);
         stack.shutdown().await.unwrap();
         assert!(api.requests().is_empty(), "{:?}", api.requests());
+    }
+
+    /// A proxy pod list answer whose `envoy` container restarted `restarts` times, last ending with `exit_code`.
+    fn proxy_pods_answer(restarts: i32, exit_code: i32) -> serde_json::Value {
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+            "metadata": {"name": "envoy-1", "namespace": "envoy-gateway-system"},
+            "status": {"containerStatuses": [{"name": "envoy", "image": "envoy", "imageID": "", "ready": true, "restartCount": restarts,
+                "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error"}}}]},
+        }]})
+    }
+
+    #[tokio::test]
+    async fn a_proxy_whose_envoy_segfaulted_during_the_run_fails_the_health_check_naming_the_pod() {
+        let api = MockApi::start(|_| ok(proxy_pods_answer(1, 139)));
+        let stack = existing_cluster_stack(&api, true, &[]);
+        let err = stack.health().await.unwrap_err();
+        let broken = crate::error::BrokenResource::find(&err).unwrap_or_else(|| panic!("not a broken resource: {err:#}"));
+        assert_eq!(broken.resource, "proxy pod envoy-gateway-system/envoy-1");
+        let list = &api.requests()[0];
+        assert_eq!(list.path, "/api/v1/namespaces/envoy-gateway-system/pods");
+        assert!(list.query.contains("labelSelector=gateway.envoyproxy.io"), "{list:?}");
+    }
+
+    #[tokio::test]
+    async fn healthy_proxies_are_listed_at_most_once_per_reuse_interval() {
+        let api = MockApi::start(|_| ok(proxy_pods_answer(0, 0)));
+        let stack = existing_cluster_stack(&api, true, &[]);
+        for _ in 0..5 {
+            stack.health().await.unwrap();
+        }
+        assert_eq!(api.requests().len(), 1, "{:?}", api.requests());
     }
 
     #[tokio::test]
