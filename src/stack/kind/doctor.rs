@@ -245,6 +245,43 @@ async fn check_envoy(env: &ProbeEnv) -> CheckResult {
     CheckResult { name: "envoy".into(), required: true, status, hint: INSTALL_HINT.into() }
 }
 
+/// The images `--runtime docker` would run, on this engine: the defaults, or the local ones
+/// `scripts/local-images.sh` builds (optional: the native runtime needs none).
+async fn check_container_images(env: &ProbeEnv) -> CheckResult {
+    let name = "images for --runtime docker";
+    let hint = "only for `--runtime docker`: `docker pull` the defaults, or build local ones with scripts/local-images.sh (docs/containers.md)";
+    let Some(docker) = which("docker", &env.path) else {
+        return CheckResult { name: name.into(), required: false, status: Status::Missing("docker CLI not on PATH".into()), hint: hint.into() };
+    };
+    let mut present = Vec::new();
+    for image in [crate::container::DEFAULT_PROMETHEUS_IMAGE, crate::container::DEFAULT_ENVOY_IMAGE] {
+        if probe(&docker, &["image", "inspect", "--format", "{{.Id}}", image], env).await.is_ok() {
+            present.push(image.to_string());
+        }
+    }
+    // One listing per repository: a probe answers with its first line.
+    for repository in ["waf-e2e-local/prometheus", "waf-e2e-local/envoy"] {
+        let reference = format!("reference={repository}");
+        if let Ok(local) = probe(&docker, &["images", "--filter", &reference, "--format", "{{.Repository}}:{{.Tag}}"], env).await {
+            present.extend(local.split_whitespace().next().map(str::to_string));
+        }
+    }
+    let status = if present.is_empty() { Status::Missing("neither the default images nor waf-e2e-local/* are on this engine".into()) } else { Status::Present(present.join(", ")) };
+    CheckResult { name: name.into(), required: false, status, hint: hint.into() }
+}
+
+/// Whether the CPU has memory protection keys (`pku` and `ospke` in `cpuinfo`): informational, it
+/// is why the native Envoy runs with `pkey_alloc` denied (docs/local-envoy.md).
+fn check_protection_keys(cpuinfo: &str) -> CheckResult {
+    let flags: Vec<&str> = cpuinfo.lines().filter(|l| l.starts_with("flags")).flat_map(|l| l.split_whitespace()).collect();
+    let status = if flags.contains(&"pku") && flags.contains(&"ospke") {
+        Status::Present("present: Envoy's V8 would crash on wasm filters where pkey_alloc is allowed; the native Envoy runs with it denied".into())
+    } else {
+        Status::Present("absent: nothing to work around".into())
+    };
+    CheckResult { name: "CPU memory protection keys".into(), required: false, status, hint: "see docs/local-envoy.md".into() }
+}
+
 fn check_path_exists(name: &str, path: &Path, hint: &str) -> CheckResult {
     let status = if path.is_dir() { Status::Present(path.display().to_string()) } else { Status::Missing(format!("{} not found", path.display())) };
     CheckResult { name: name.into(), required: true, status, hint: hint.into() }
@@ -301,6 +338,8 @@ pub async fn run_doctor_with(stack: StackKind, env: &ProbeEnv) -> DoctorReport {
                 "clang's wasm32 linker: Debian/Ubuntu: apt-get install lld (or scripts/install-deps.sh)", env).await);
             checks.push(check_path_exists("OWASP CRS", Path::new("/usr/share/modsecurity-crs/rules"),
                 "Debian/Ubuntu: apt-get install modsecurity-crs"));
+            checks.push(check_container_images(env).await);
+            checks.push(check_protection_keys(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()));
         }
         // The deployment is the user's: `run` checks its endpoints when it connects.
         StackKind::Endpoints => {}
@@ -357,6 +396,28 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn protection_keys_are_reported_only_when_the_cpu_and_the_kernel_both_have_them() {
+        let with = check_protection_keys("processor\t: 0\nflags\t\t: fpu sse2 pku ospke avx512f\n");
+        assert!(matches!(&with.status, Status::Present(t) if t.starts_with("present")), "{with}");
+        let cpu_only = check_protection_keys("flags\t\t: fpu sse2 pku\n");
+        assert!(matches!(&cpu_only.status, Status::Present(t) if t.starts_with("absent")), "{cpu_only}");
+        assert!(!with.required);
+    }
+
+    #[tokio::test]
+    async fn container_images_are_optional_and_name_what_the_engine_has() {
+        let dir = tempfile::tempdir().unwrap();
+        // `image inspect` fails (the defaults are absent); `images` lists the local ones.
+        tool(dir.path(), "docker", "case \"$1\" in image) exit 1;; images) echo \"${3#reference=}:v1\";; esac");
+        let found = check_container_images(&env_with_path(dir.path())).await;
+        assert!(!found.required);
+        assert!(matches!(&found.status, Status::Present(t) if t == "waf-e2e-local/prometheus:v1, waf-e2e-local/envoy:v1"), "{found}");
+        tool(dir.path(), "docker", "case \"$1\" in image) exit 1;; images) true;; esac");
+        let none = check_container_images(&env_with_path(dir.path())).await;
+        assert!(matches!(&none.status, Status::Missing(t) if t.contains("waf-e2e-local/*")), "{none}");
     }
 
     #[tokio::test]
