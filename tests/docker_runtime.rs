@@ -105,6 +105,15 @@ fn spawn(args: &[&str], flags: &[String]) -> (common::Harness, DockerLeftovers) 
     (harness, leftovers)
 }
 
+/// Ctrl-C of `harness`: it exits with `code` and leaves no Docker object and no process.
+async fn interrupt_leaves_nothing(harness: &mut common::Harness, code: i32, what: &str) {
+    harness.signal(Signal::SIGINT);
+    let status = harness.wait_exit(BOUND).await;
+    assert_eq!(status.code(), Some(code), "{}\n{}", harness.stdout(), harness.stderr());
+    assert_eq!(docker_objects_under(harness.tmp.path()), Vec::<String>::new(), "Ctrl-C of {what} left Docker objects behind");
+    common::assert_no_process(&harness.marker());
+}
+
 fn docker_options(rendered: &Path, flags: &[String]) -> LocalOptions {
     LocalOptions { runtime: Runtime::Docker(images(flags)), ..common::local_options(rendered) }
 }
@@ -151,11 +160,7 @@ async fn ctrl_c_during_a_docker_run_leaves_no_container_and_exits_3() {
     let (mut run, _cleanup) = spawn(&["run", "--stack", "local"], &flags);
     run.wait_for_stderr("[ RUN  ]", BOUND).await;
     assert!(!docker_objects_under(run.tmp.path()).is_empty(), "the containers run while scenarios do");
-    run.signal(Signal::SIGINT);
-    let status = run.wait_exit(BOUND).await;
-    assert_eq!(status.code(), Some(3), "{}\n{}", run.stdout(), run.stderr());
-    assert_eq!(docker_objects_under(run.tmp.path()), Vec::<String>::new(), "Ctrl-C left Docker objects behind");
-    common::assert_no_process(&run.marker());
+    interrupt_leaves_nothing(&mut run, 3, "a run").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,11 +186,7 @@ async fn ctrl_c_of_up_on_docker_leaves_no_container_no_network_and_no_process() 
     .unwrap_or_else(|e| panic!("{e:#}"));
     let running = docker_objects_under(up.tmp.path());
     assert_eq!(running.iter().filter(|o| o.starts_with("container ")).count(), 2, "Prometheus and Envoy: {running:?}");
-    up.signal(Signal::SIGINT);
-    let status = up.wait_exit(BOUND).await;
-    assert_eq!(status.code(), Some(0), "{}\n{}", up.stdout(), up.stderr());
-    assert_eq!(docker_objects_under(up.tmp.path()), Vec::<String>::new(), "Ctrl-C of up left Docker objects behind");
-    common::assert_no_process(&up.marker());
+    interrupt_leaves_nothing(&mut up, 0, "up").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,11 +274,7 @@ async fn watch_on_docker_runs_its_scenario_and_ctrl_c_leaves_no_container_networ
     .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", watch.stdout(), watch.stderr()));
     assert!(seen.contains("PASS (1 passed)"), "{seen}");
     assert_eq!(docker_objects_under(watch.tmp.path()).len(), 3, "two containers and a network while watching");
-    watch.signal(Signal::SIGINT);
-    let status = watch.wait_exit(BOUND).await;
-    assert_eq!(status.code(), Some(0), "{}", watch.stderr());
-    assert_eq!(docker_objects_under(watch.tmp.path()), Vec::<String>::new(), "Ctrl-C of watch left Docker objects behind");
-    common::assert_no_process(&watch.marker());
+    interrupt_leaves_nothing(&mut watch, 0, "watch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
