@@ -124,7 +124,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = default_jobs(), value_parser = at_least_one)]
     pub jobs: usize,
     /// Prometheus scrape interval on the local stack, in milliseconds (at least 1, below the harness's wait for a scrape).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_SCRAPE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub scrape_interval_ms: u64,
     /// Keep the cluster (and namespaces) after the run, for debugging.
     #[arg(long)]
@@ -196,7 +196,7 @@ pub struct LocalStackArgs {
     #[arg(long, default_value = "fixtures/rendered")]
     pub rendered: PathBuf,
     /// Prometheus scrape interval, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = DEFAULT_SCRAPE_INTERVAL_MS)]
     pub scrape_interval_ms: u64,
     /// Stack profile whose WAF policy template renders each scenario's policy.
     #[arg(long, default_value = "oss")]
@@ -235,9 +235,23 @@ pub struct EnvoyFilterArgs {
 }
 
 impl EnvoyFilterArgs {
-    /// The runtime the flags select; a contradiction (image flags without docker, `--envoy` with it,
-    /// an unknown `--waf-flavour`) is a usage error.
-    pub fn runtime(&self) -> Result<crate::container::Runtime, HarnessError> {
+    /// The flags given here, by name (values other than the defaults): they shape the stack that starts.
+    pub fn given(&self) -> Vec<&'static str> {
+        let flags = [
+            ("--envoy", self.envoy.is_some()),
+            ("--waf-wasm", self.waf_wasm.is_some()),
+            ("--waf-flavour", self.waf_flavour.is_some()),
+            ("--audit-flush timer", self.audit_flush != crate::envoy::AuditFlush::Admin),
+            ("--runtime docker", self.runtime == crate::container::RuntimeKind::Docker),
+            ("--prometheus-image", self.prometheus_image.is_some()),
+            ("--envoy-image", self.envoy_image.is_some()),
+        ];
+        flags.into_iter().filter(|(_, on)| *on).map(|(f, _)| f).collect()
+    }
+
+    /// The runtime the flags select, checked; a contradiction (image flags without docker, `--envoy`
+    /// with it, an unknown `--waf-flavour`) is a usage error.
+    pub fn resolve(&self) -> Result<crate::container::Runtime, HarnessError> {
         if let Some(flavour) = self.waf_flavour.as_deref().filter(|f| !crate::scenario::is_filter_flavour(f)) {
             return Err(HarnessError::Usage(format!("--waf-flavour {flavour}: not a filter flavour; use one of {:?} or `custom-<name>`", crate::scenario::KNOWN_FILTER_FLAVOURS)));
         }
@@ -247,6 +261,9 @@ impl EnvoyFilterArgs {
         crate::container::Runtime::from_flags(self.runtime, self.prometheus_image.as_deref(), self.envoy_image.as_deref()).map_err(HarnessError::Usage)
     }
 }
+
+/// The local stack's Prometheus scrape interval unless `--scrape-interval-ms` says otherwise.
+pub const DEFAULT_SCRAPE_INTERVAL_MS: u64 = 500;
 
 /// A report `run` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,13 +296,18 @@ impl RunArgs {
         if self.reuse.is_some() && kind != StackKind::Kind {
             return usage(format!("--reuse names a kept kind cluster; it does not apply to the {kind} stack"));
         }
-        let local_flags = [("--envoy", self.envoy_filter.envoy.is_some()), ("--waf-wasm", self.envoy_filter.waf_wasm.is_some()),
-            ("--runtime docker", self.envoy_filter.runtime == crate::container::RuntimeKind::Docker)];
-        let given: Vec<&str> = local_flags.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        let mut given = self.envoy_filter.given();
+        if self.attach {
+            // The stack is `up`'s: what would shape a new one would be silently ignored.
+            given.extend((self.scrape_interval_ms != DEFAULT_SCRAPE_INTERVAL_MS).then_some("--scrape-interval-ms"));
+            if !given.is_empty() {
+                return usage(format!("{}: an attached run uses the stack `waf-e2e up` started; give them to `up`", given.join(", ")));
+            }
+        }
         if !given.is_empty() && kind != StackKind::Local {
             return usage(format!("{} only apply to the local stack, not the {kind} stack", given.join(", ")));
         }
-        self.envoy_filter.runtime()?;
+        self.envoy_filter.resolve()?;
         self.endpoints.check(kind == StackKind::Endpoints).map_err(HarnessError::Usage)?;
         self.reports().map(|_| ())
     }
@@ -585,7 +607,7 @@ fn stack_options(args: &RunArgs, timeouts: Timeouts, run_id: String) -> StackOpt
         waf_flavour: args.envoy_filter.waf_flavour.clone(),
         audit_flush: args.envoy_filter.audit_flush,
         // `check` refused a contradiction before any caller got here.
-        runtime: args.envoy_filter.runtime().unwrap_or_default(),
+        runtime: args.envoy_filter.resolve().unwrap_or_default(),
         endpoints: args.endpoints.clone(),
     }
 }
@@ -642,7 +664,7 @@ async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scena
 
 #[cfg(feature = "reference-proxy")]
 fn local_options(args: &LocalStackArgs) -> Result<crate::stack::local::LocalOptions, HarnessError> {
-    let runtime = args.envoy_filter.runtime()?;
+    let runtime = args.envoy_filter.resolve()?;
     Ok(crate::stack::local::LocalOptions {
         rendered: args.rendered.clone(),
         root: PathBuf::from("."),

@@ -53,6 +53,11 @@ fn flags_of_another_stack_are_usage_errors() {
     usage_error(&["run", "--stack", "local", "--runtime", "docker", "--envoy", "/usr/bin/envoy"], "with `--runtime docker` pass --envoy-image");
     usage_error(&["up", "--waf-wasm", "f.wasm", "--waf-flavour", "coraza"], "--waf-flavour coraza: not a filter flavour");
     usage_error(&["watch", "--prometheus-image", "p:1"], "--prometheus-image only apply to `--runtime docker`");
+    for flag in [&["--runtime", "docker"][..], &["--waf-wasm", "f.wasm"], &["--envoy", "/bin/envoy"], &["--audit-flush", "timer"], &["--scrape-interval-ms", "250"]] {
+        let mut args = vec!["run", "--attach"];
+        args.extend_from_slice(flag);
+        usage_error(&args, "an attached run uses the stack `waf-e2e up` started; give them to `up`");
+    }
 }
 
 #[test]
