@@ -20,6 +20,10 @@ pub struct RemoteStack {
     /// Scenarios this run asked `up` to install and has not removed (an install cut short by an
     /// interrupt may still complete in `up`, so a name is recorded before the call).
     installed: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Install requests, each in a task of its own: an interrupt drops the run's future, not the
+    /// request, and `shutdown` waits for their answers before removing (else a remove could reach
+    /// `up` before the install it undoes, and the scenario would stay installed).
+    installs: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What applying the run's render changed on the stack (for the run's notes).
     pub render_changes: Vec<String>,
 }
@@ -30,7 +34,7 @@ impl RemoteStack {
     pub async fn attach(state_file: &Path, rendered: &Path, scenarios: &[(PathBuf, Scenario)], request_timeout: Duration) -> Result<RemoteStack> {
         let state = super::read_state(state_file)?;
         let client = reqwest::Client::builder().timeout(request_timeout).build().context("build the control API client")?;
-        let mut stack = RemoteStack { base: state.control.clone(), client, info: empty_info(&state), hints: Vec::new(), files: BTreeMap::new(), installed: Default::default(), render_changes: Vec::new() };
+        let mut stack = RemoteStack { base: state.control.clone(), client, info: empty_info(&state), hints: Vec::new(), files: BTreeMap::new(), installed: Default::default(), installs: Default::default(), render_changes: Vec::new() };
         let rendered = std::fs::canonicalize(rendered).with_context(|| format!("--rendered {}", rendered.display()))?;
         stack.render_changes = stack.call("POST", "/render", Some(&PathBody { path: rendered })).await?;
         stack.info = stack.call::<(), Info>("GET", "/info", None).await?;
@@ -48,23 +52,28 @@ impl RemoteStack {
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T> {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "GET" => self.client.get(&url),
-            _ => self.client.post(&url),
-        };
-        let request = match body {
-            Some(b) => request.json(b),
-            None => request,
-        };
-        let resp = request.send().await.with_context(|| format!("{method} {url} (does `waf-e2e up` still run?)"))?;
-        let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("read {method} {url}"))?;
-        if !status.is_success() {
-            bail!("{text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("parse the answer of {method} {url}"))
+        call(&self.client, &self.base, method, path, body).await
     }
+}
+
+/// `method path` on the control API at `base`, with `body` as JSON; the answer parsed, or `up`'s error.
+async fn call<B: Serialize, T: DeserializeOwned>(client: &reqwest::Client, base: &str, method: &str, path: &str, body: Option<&B>) -> Result<T> {
+    let url = format!("{base}{path}");
+    let request = match method {
+        "GET" => client.get(&url),
+        _ => client.post(&url),
+    };
+    let request = match body {
+        Some(b) => request.json(b),
+        None => request,
+    };
+    let resp = request.send().await.with_context(|| format!("{method} {url} (does `waf-e2e up` still run?)"))?;
+    let status = resp.status();
+    let text = resp.text().await.with_context(|| format!("read {method} {url}"))?;
+    if !status.is_success() {
+        bail!("{text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("parse the answer of {method} {url}"))
 }
 
 /// The state file's view, until `/info` answers.
@@ -89,7 +98,13 @@ impl Stack for RemoteStack {
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
         let path = self.files.get(scenario.name()).with_context(|| format!("no file known for scenario {}", scenario.name()))?;
         self.installed.lock().await.insert(scenario.name().to_string());
-        self.call("POST", "/install", Some(&PathBody { path: path.clone() })).await
+        let (client, base, body) = (self.client.clone(), self.base.clone(), PathBody { path: path.clone() });
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let request = tokio::spawn(async move {
+            let _ = answer.send(call::<_, ScenarioEnv>(&client, &base, "POST", "/install", Some(&body)).await);
+        });
+        self.installs.lock().await.push(request);
+        answered.await.context("the install request's task ended without an answer")?
     }
     async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()> {
         self.call::<_, ()>("POST", "/remove", Some(&env.scenario)).await?;
@@ -112,6 +127,10 @@ impl Stack for RemoteStack {
     /// Leaves the stack to `up`: removes the scenarios this run installed and did not remove yet
     /// (an interrupted run), nothing else.
     async fn shutdown(&self) -> Result<()> {
+        for request in self.installs.lock().await.drain(..) {
+            // Its own error was the run's to report; here only its end matters.
+            let _ = request.await;
+        }
         let left: Vec<String> = self.installed.lock().await.iter().cloned().collect();
         let mut errors = Vec::new();
         for name in &left {
