@@ -23,24 +23,21 @@ impl Admin {
 
     /// GET `path` on the admin listener; the body, or an error naming the status.
     pub async fn get(&self, path: &str) -> Result<String> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("read GET {url}"))?;
-        if !status.is_success() {
-            bail!("GET {url}: HTTP {status}: {}", body.trim());
-        }
-        Ok(body)
+        self.request(reqwest::Method::GET, path).await
     }
 
     /// POST `path` on the admin listener (e.g. `/reopen_logs`); the body, or an error naming the status.
     pub async fn post(&self, path: &str) -> Result<String> {
+        self.request(reqwest::Method::POST, path).await
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str) -> Result<String> {
         let url = format!("{}{path}", self.base);
-        let resp = self.client.post(&url).send().await.with_context(|| format!("POST {url}"))?;
+        let resp = self.client.request(method.clone(), &url).send().await.with_context(|| format!("{method} {url}"))?;
         let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("read POST {url}"))?;
+        let body = resp.text().await.with_context(|| format!("read {method} {url}"))?;
         if !status.is_success() {
-            bail!("POST {url}: HTTP {status}: {}", body.trim());
+            bail!("{method} {url}: HTTP {status}: {}", body.trim());
         }
         Ok(body)
     }
