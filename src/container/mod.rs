@@ -19,7 +19,7 @@ mod running;
 mod session;
 
 pub use running::RunningContainer;
-pub use session::{engine_reachable, ContainerSpec, DockerSession};
+pub use session::{ContainerSpec, DockerSession};
 
 /// The Prometheus image of `--runtime docker` unless `--prometheus-image` says otherwise: the
 /// official image at the version the kind profile's Prometheus runs (`kind/manifests/prometheus.yaml`,

@@ -2,7 +2,7 @@
 //! containers started on it.
 
 use super::running::RunningContainer;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ pub struct DockerSession {
     network: String,
     gateway: IpAddr,
     run_dir: PathBuf,
+    images: super::Images,
     started: AtomicUsize,
     removed: AtomicBool,
 }
@@ -54,7 +55,8 @@ pub struct ContainerSpec {
 impl DockerSession {
     /// Connects to the Docker engine (`DOCKER_HOST` or the default socket), removes what SIGKILLed
     /// runs left behind, and creates a bridge network for the stack whose run directory is `run_dir`.
-    pub async fn create(run_dir: &Path) -> Result<Arc<DockerSession>> {
+    /// Its containers run `images`.
+    pub async fn create(run_dir: &Path, images: super::Images) -> Result<Arc<DockerSession>> {
         let docker = testcontainers::core::client::docker_client_instance()
             .await
             .context("connect to the Docker engine (`--runtime docker`; set DOCKER_HOST if it is not at the default socket)")?;
@@ -70,7 +72,7 @@ impl DockerSession {
             ..Default::default()
         };
         docker.create_network(request).await.with_context(|| format!("create the Docker network {network}"))?;
-        let mut session = DockerSession { docker, network, gateway: IpAddr::from([0, 0, 0, 0]), run_dir: run_dir.to_path_buf(), started: AtomicUsize::new(0), removed: AtomicBool::new(false) };
+        let mut session = DockerSession { docker, network, gateway: IpAddr::from([0, 0, 0, 0]), run_dir: run_dir.to_path_buf(), images, started: AtomicUsize::new(0), removed: AtomicBool::new(false) };
         // Dropping `session` removes the network, also when the inspection fails.
         session.gateway = session.read_gateway().await?;
         Ok(Arc::new(session))
@@ -85,6 +87,11 @@ impl DockerSession {
     /// The network's gateway address: this host as the containers see it (bind services Envoy calls here).
     pub fn gateway(&self) -> IpAddr {
         self.gateway
+    }
+
+    /// The images its containers run.
+    pub fn images(&self) -> &super::Images {
+        &self.images
     }
 
     /// The network's name.
@@ -218,15 +225,5 @@ async fn sweep_orphans(docker: &Docker) {
             }
         }
         Err(e) => tracing::warn!("could not list networks left by earlier runs: {e}"),
-    }
-}
-
-/// Fails unless the engine answers; for tests and `doctor` to say why the container path cannot run.
-pub async fn engine_reachable() -> Result<String> {
-    let docker = testcontainers::core::client::docker_client_instance().await.context("connect to the Docker engine")?;
-    let version = docker.version().await.context("ask the Docker engine for its version")?;
-    match version.version {
-        Some(v) => Ok(v),
-        None => bail!("the Docker engine answered without a version"),
     }
 }

@@ -39,9 +39,9 @@ const PORT_ATTEMPTS: usize = 3;
 pub enum EnvoyLauncher {
     /// This binary ([`super::find_envoy`]) as a child process, its listeners on 127.0.0.1.
     Binary(PathBuf),
-    /// A container of this image in the Docker session, its listeners on every address of the
-    /// container and published on 127.0.0.1 under the same ports.
-    Container(Arc<DockerSession>, String),
+    /// A container of the session's Envoy image, its listeners on every address of the container
+    /// and published on 127.0.0.1 under the same ports.
+    Container(Arc<DockerSession>),
 }
 
 impl EnvoyLauncher {
@@ -57,7 +57,7 @@ impl EnvoyLauncher {
     fn describe(&self) -> String {
         match self {
             EnvoyLauncher::Binary(b) => b.display().to_string(),
-            EnvoyLauncher::Container(_, image) => format!("image {image}"),
+            EnvoyLauncher::Container(session) => format!("image {}", session.images().envoy),
         }
     }
 }
@@ -447,10 +447,10 @@ fn args(opts: &EnvoyOptions, bootstrap_file: &Path) -> Vec<String> {
 async fn start_child(opts: &EnvoyOptions, bootstrap_file: &Path, ports: [Option<SocketAddr>; 3]) -> Result<Supervised> {
     match &opts.launcher {
         EnvoyLauncher::Binary(binary) => spawn(binary, opts, bootstrap_file).map(Supervised::Process),
-        EnvoyLauncher::Container(session, image) => {
+        EnvoyLauncher::Container(session) => {
             let spec = crate::container::ContainerSpec {
                 role: "envoy",
-                image: image.clone(),
+                image: session.images().envoy.clone(),
                 entrypoint: crate::container::ENVOY_ENTRYPOINT.into(),
                 args: args(opts, bootstrap_file),
                 // Every path in the bootstrap, the xDS files and the arguments is inside the run directory.

@@ -25,8 +25,8 @@ pub enum PrometheusRuntime {
     /// `prometheus` from PATH.
     #[default]
     Native,
-    /// A container of the image on the session's network.
-    Container(Arc<DockerSession>, String),
+    /// A container of the session's Prometheus image on its network.
+    Container(Arc<DockerSession>),
 }
 
 /// A running Prometheus on a loopback port, with its config and TSDB in a run directory.
@@ -73,10 +73,10 @@ impl PrometheusProcess {
                 None => free_port()?,
             };
             let child = match runtime {
-                PrometheusRuntime::Container(session, image) => {
+                PrometheusRuntime::Container(session) => {
                     let spec = crate::container::ContainerSpec {
                         role: "prometheus",
-                        image: image.clone(),
+                        image: session.images().prometheus.clone(),
                         entrypoint: crate::container::PROMETHEUS_ENTRYPOINT.into(),
                         args: args(dir.path(), &config, &format!("0.0.0.0:{port}")),
                         mounts: vec![dir.path().to_path_buf()],

@@ -110,7 +110,7 @@ impl LocalStack {
         let dir = crate::rundir::RunDir::create_unique("local").context("create the local stack's run directory")?;
         let parts = parts::Parts::load(opts, dir.path())?;
         let docker = match &opts.runtime {
-            crate::container::Runtime::Docker(_) => Some(crate::container::DockerSession::create(dir.path()).await?),
+            crate::container::Runtime::Docker(images) => Some(crate::container::DockerSession::create(dir.path(), images.clone()).await?),
             crate::container::Runtime::Native => None,
         };
         // Where Envoy reaches the harness: loopback, or the private network's gateway from a container.
@@ -143,16 +143,16 @@ impl LocalStack {
         // A container sees only the run directory: the module goes into it.
         let module = if docker.is_some() { reload::copy_module_into(dir.path(), &module)? } else { module };
         let envoy = parts.start_envoy(opts, dir.path(), extra_clusters.clone(), docker.as_ref()).await?;
-        let envoy_version = match &opts.runtime {
-            crate::container::Runtime::Docker(images) => format!("{} (container of {})", envoy.version(), images.envoy),
-            crate::container::Runtime::Native => envoy.version().to_string(),
+        let envoy_version = match &docker {
+            Some(session) => format!("{} (container of {})", envoy.version(), session.images().envoy),
+            None => envoy.version().to_string(),
         };
         let filter = FilterInfo { envoy_version: Some(envoy_version), ..filter };
         let scrape_target = envoy.scrape_address().map(str::to_string).with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
         let prometheus_config = parts.scrape_config(&scrape_target, opts.scrape_interval)?;
-        let prometheus_runtime = match (&opts.runtime, &docker) {
-            (crate::container::Runtime::Docker(images), Some(session)) => crate::prometheus::PrometheusRuntime::Container(session.clone(), images.prometheus.clone()),
-            _ => crate::prometheus::PrometheusRuntime::Native,
+        let prometheus_runtime = match &docker {
+            Some(session) => crate::prometheus::PrometheusRuntime::Container(session.clone()),
+            None => crate::prometheus::PrometheusRuntime::Native,
         };
         let prometheus = PrometheusProcess::start_in(&prometheus_runtime, &prometheus_config, &opts.timeouts, opts.prometheus_port).await.context("start Prometheus")?;
         let endpoints = Endpoints {

@@ -67,10 +67,9 @@ impl Parts {
 
     /// [`Parts::start_envoy`] on the given admin, metrics and gateway addresses (a restart keeps them).
     pub async fn start_envoy_on(&self, opts: &LocalOptions, run_dir: &Path, extra_clusters: Vec<(String, SocketAddr)>, ports: Option<[SocketAddr; 3]>, docker: Option<&Arc<DockerSession>>) -> Result<EnvoyProcess> {
-        let launcher = match (&opts.runtime, docker) {
-            (crate::container::Runtime::Docker(images), Some(session)) => EnvoyLauncher::Container(session.clone(), images.envoy.clone()),
-            (crate::container::Runtime::Docker(_), None) => anyhow::bail!("--runtime docker: the stack has no Docker session (a harness bug)"),
-            (crate::container::Runtime::Native, _) => EnvoyLauncher::Binary(crate::envoy::find_envoy(opts.envoy.as_deref())?),
+        let launcher = match docker {
+            Some(session) => EnvoyLauncher::Container(session.clone()),
+            None => EnvoyLauncher::Binary(crate::envoy::find_envoy(opts.envoy.as_deref())?),
         };
         EnvoyProcess::start(EnvoyOptions {
             launcher,
