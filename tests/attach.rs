@@ -7,7 +7,6 @@ mod common;
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::time::Duration;
-use waf_e2e::wait::{self, Check};
 
 /// Bound on each wait on a loaded 2-core machine.
 const BOUND: Duration = Duration::from_secs(90);
@@ -17,21 +16,7 @@ async fn up() -> (common::Harness, String, tempfile::TempDir) {
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("up.json").display().to_string();
     let mut up = common::Harness::spawn(&["up", "--state", &state]);
-    let child = &mut up.child;
-    let path = state.clone();
-    wait::until("waf-e2e up to write its state file", BOUND, || {
-        let exited = child.try_wait();
-        let written = Path::new(&path).is_file();
-        async move {
-            Ok(match (written, exited?) {
-                (true, _) => Check::Met(()),
-                (false, Some(status)) => panic!("waf-e2e up exited ({status})"),
-                (false, None) => Check::NotYet("no state file".into()),
-            })
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    up.wait_for_file(Path::new(&state), BOUND).await;
     (up, state, state_dir)
 }
 

@@ -169,21 +169,7 @@ async fn ctrl_c_of_up_on_docker_leaves_no_container_no_network_and_no_process() 
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("up.json").display().to_string();
     let (mut up, _cleanup) = spawn(&["up", "--state", state.as_str()], &flags);
-    let path = state.clone();
-    let child = &mut up.child;
-    waf_e2e::wait::until("waf-e2e up to write its state file", BOUND, || {
-        let written = Path::new(&path).is_file();
-        let exited = child.try_wait();
-        async move {
-            Ok(match (written, exited?) {
-                (true, _) => waf_e2e::wait::Check::Met(()),
-                (false, Some(status)) => panic!("waf-e2e up exited ({status})"),
-                (false, None) => waf_e2e::wait::Check::NotYet("no state file".into()),
-            })
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    up.wait_for_file(Path::new(&state), BOUND).await;
     let running = docker_objects_under(up.tmp.path());
     assert_eq!(running.iter().filter(|o| o.starts_with("container ")).count(), 2, "Prometheus and Envoy: {running:?}");
     interrupt_leaves_nothing(&mut up, 0, "up").await;
@@ -261,17 +247,7 @@ async fn watch_on_docker_runs_its_scenario_and_ctrl_c_leaves_no_container_networ
     std::fs::copy(common::root().join("scenarios/sqli-blocked.yaml"), scenarios.join("sqli-blocked.yaml")).expect("copy the scenario");
     let scenarios = scenarios.display().to_string();
     let (mut watch, _cleanup) = spawn(&["watch", "--scenarios", &scenarios], &flags);
-    let seen = waf_e2e::wait::until("watch's initial run verdict", BOUND, || {
-        let out = watch.stdout();
-        async move {
-            Ok(match out.lines().find(|l| l.contains("initial run (")) {
-                Some(line) => waf_e2e::wait::Check::Met(line.to_string()),
-                None => waf_e2e::wait::Check::NotYet("no verdict yet".into()),
-            })
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", watch.stdout(), watch.stderr()));
+    let seen = watch.wait_for_stdout("initial run (", BOUND).await;
     assert!(seen.contains("PASS (1 passed)"), "{seen}");
     assert_eq!(docker_objects_under(watch.tmp.path()).len(), 3, "two containers and a network while watching");
     interrupt_leaves_nothing(&mut watch, 0, "watch").await;

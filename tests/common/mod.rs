@@ -172,27 +172,55 @@ impl Harness {
     }
 
     /// Waits until a stderr line contains `needle`; panics with the output on timeout or early exit.
-    pub async fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
-        let condition = format!("a stderr line containing {needle:?}");
-        let stderr = std::sync::Arc::clone(&self.stderr);
+    pub async fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> String {
+        let lines = std::sync::Arc::clone(&self.stderr);
+        self.wait_for_line("stderr", lines, needle, timeout).await
+    }
+
+    /// Waits until a stdout line contains `needle` and returns it; panics as [`Harness::wait_for_stderr`].
+    pub async fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> String {
+        let lines = std::sync::Arc::clone(&self.stdout);
+        self.wait_for_line("stdout", lines, needle, timeout).await
+    }
+
+    async fn wait_for_line(&mut self, stream: &str, lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>, needle: &str, timeout: Duration) -> String {
+        let condition = format!("a {stream} line containing {needle:?}");
         let child = &mut self.child;
         let seen = waf_e2e::wait::until(&condition, timeout, || {
-            let found = stderr.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle));
+            let found = lines.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|l| l.contains(needle)).cloned();
             let exited = child.try_wait();
             async move {
                 Ok(match (found, exited?) {
-                    (true, _) => waf_e2e::wait::Check::Met(Ok(())),
-                    (false, Some(status)) => waf_e2e::wait::Check::Met(Err(status)),
-                    (false, None) => waf_e2e::wait::Check::NotYet("not yet".into()),
+                    (Some(line), _) => waf_e2e::wait::Check::Met(Ok(line)),
+                    (None, Some(status)) => waf_e2e::wait::Check::Met(Err(status)),
+                    (None, None) => waf_e2e::wait::Check::NotYet("not yet".into()),
                 })
             }
         })
         .await;
         match seen {
-            Ok(Ok(())) => {}
+            Ok(Ok(line)) => line,
             Ok(Err(status)) => panic!("waf-e2e exited ({status}) before {condition}:\n{}\n{}", self.stdout(), self.stderr()),
-            Err(e) => panic!("{e:#}:\n{}", self.stderr()),
+            Err(e) => panic!("{e:#}:\n{}\n{}", self.stdout(), self.stderr()),
         }
+    }
+
+    /// Waits until `path` exists (e.g. `up`'s state file); panics if the child exits first or on timeout.
+    pub async fn wait_for_file(&mut self, path: &Path, timeout: Duration) {
+        let child = &mut self.child;
+        waf_e2e::wait::until(&format!("{} to exist", path.display()), timeout, || {
+            let written = path.is_file();
+            let exited = child.try_wait();
+            async move {
+                Ok(match (written, exited?) {
+                    (true, _) => waf_e2e::wait::Check::Met(()),
+                    (false, Some(status)) => panic!("waf-e2e exited ({status}) before writing {}", path.display()),
+                    (false, None) => waf_e2e::wait::Check::NotYet("not written".into()),
+                })
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Waits for the child to exit and its output to be read; panics with the output on timeout.
