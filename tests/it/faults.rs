@@ -2,7 +2,7 @@
 //! naming what broke, promptly (not after every scenario's deadline), and leaves no process behind.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! whether the engine answers); with `WAF_E2E_REQUIRE_DOCKER` set, a missing engine fails them.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::path::Path;

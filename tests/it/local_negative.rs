@@ -1,7 +1,7 @@
 //! The assertion engine must fail on broken inputs: each case breaks one thing and checks the message names it.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use waf_e2e::waf::Faults;
 use waf_e2e::runner::Verdict;

@@ -3,7 +3,7 @@
 //! `fixtures/rendered/` and checks the message. And a filter the stand-in is not runs too.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use waf_e2e::runner::Verdict;

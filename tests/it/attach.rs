@@ -2,7 +2,7 @@
 //! (PodMonitor: Prometheus reloaded; EnvoyProxy: Envoy restarted) taking effect between runs; Ctrl-C of `up` leaves no process and no state file.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::path::Path;

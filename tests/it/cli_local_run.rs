@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 
 #[test]

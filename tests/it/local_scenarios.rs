@@ -1,7 +1,7 @@
 //! Every scenario file, run for real on the local stack: one test case per file.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use rstest::rstest;
 use std::path::PathBuf;
