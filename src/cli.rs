@@ -1,8 +1,9 @@
 //! The command line: `run`, `validate`, `list`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
+use crate::outcome::Outcome;
 use crate::report::{self, Progress, RunInfo};
-use crate::runner::{self, Outcome, RunOptions};
+use crate::runner::{self, RunOptions};
 use crate::scenario::{self, Scenario, Selection};
 use crate::stack::{self, StackKind, StackOptions};
 use crate::timeouts::Timeouts;
@@ -90,7 +91,8 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    fn selection(&self) -> Selection {
+    /// Which scenarios the flags choose (the files under `scenarios` hold them).
+    pub fn selection(&self) -> Selection {
         Selection { names: self.scenario.clone(), tags: self.tag.clone(), exclude_tags: self.exclude_tag.clone() }
     }
 }
@@ -430,21 +432,9 @@ fn schema_verdict(report: crate::schema::Report) -> Result<(), HarnessError> {
     }
 }
 
-/// The files `selected` came from (an attached stack reads each scenario from its file).
-pub fn scenario_files(args: &SelectArgs, selected: &[Scenario]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
-    let all = scenario::load_paths(&args.scenarios)?;
-    Ok(all.into_iter().filter(|(_, s)| selected.iter().any(|k| k.name() == s.name())).collect())
-}
-
 /// Loads the scenarios and keeps those the selection names; none kept is a usage error.
-pub fn select_scenarios(args: &SelectArgs) -> Result<Vec<Scenario>, HarnessError> {
-    let all = scenario::load_paths(&args.scenarios)?.into_iter().map(|(_, s)| s).collect();
-    let selection = args.selection();
-    let selected = selection.apply(all).map_err(HarnessError::Usage)?;
-    if selected.is_empty() {
-        return Err(HarnessError::Usage(format!("no scenario matches {}", selection.describe())));
-    }
-    Ok(selected)
+fn select_scenarios(args: &SelectArgs) -> Result<Vec<Scenario>, HarnessError> {
+    Ok(scenario::select::select_files(&args.scenarios, &args.selection())?.into_iter().map(|(_, s)| s).collect())
 }
 
 /// `waf-e2e list`: one line per selected scenario: name, tags, the capabilities it needs, exclusive or not.
@@ -649,7 +639,7 @@ async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scena
     #[cfg(feature = "reference-proxy")]
     {
         let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
-        let files = scenario_files(&args.select, scenarios)?;
+        let files = scenario::select::select_files(&args.select.scenarios, &args.select.selection())?;
         let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, &files, opts.timeouts.scenario).await?;
         progress.note(&format!("attached to `waf-e2e up` ({}); {}", state.display(),
             if remote.render_changes.is_empty() { "the render is unchanged".to_string() } else { remote.render_changes.join("; ") }));
@@ -704,11 +694,12 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
 async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
     let opts = crate::attach::watch::WatchOptions {
         local: local_options(&args.local)?,
-        select: args.select.clone(),
+        scenarios: args.select.scenarios.clone(),
+        selection: args.select.selection(),
         jobs: args.jobs,
         diagnostics_dir: args.diagnostics_dir.clone(),
     };
-    select_scenarios(&opts.select)?;
+    select_scenarios(&args.select)?;
     let mut signals = Signals::register();
     crate::attach::watch::watch(&opts, signals.recv(), print_now).await.map_err(HarnessError::classify)
 }

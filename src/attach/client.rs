@@ -2,7 +2,8 @@
 
 use super::server::{DiagnosticsBody, Info, PathBody};
 use crate::scenario::{Capability, Scenario};
-use crate::stack::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
+use crate::audit::{AuditCursor, AuditLines};
+use crate::stack::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! The summary table printed after a run, and the run's overall verdict.
 
 use crate::error::HarnessError;
-use crate::runner::{Outcome, Verdict};
+use crate::outcome::{Outcome, Verdict};
 use std::fmt::Write;
 
 /// A table of every scenario: verdict, time, where the time went, and failures in full below it.
@@ -74,7 +74,7 @@ pub fn exit_verdict(outcomes: &[Outcome]) -> Result<(), HarnessError> {
         })
         .collect();
     // Name the scenario that saw the failure, not one that was cut short because of it.
-    if let Some((name, why)) = broken.iter().find(|(_, why)| !why.starts_with(crate::runner::NOT_RUN)).or(broken.first()) {
+    if let Some((name, why)) = broken.iter().find(|(_, why)| !why.starts_with(crate::outcome::NOT_RUN)).or(broken.first()) {
         return Err(HarnessError::Infrastructure(anyhow::anyhow!("scenario {name}: {why}")));
     }
     let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count();

@@ -12,7 +12,8 @@ mod reload;
 
 pub use reload::AttachInfo;
 
-use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use super::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use crate::audit::{AuditCursor, AuditLines};
 use crate::envoy::{EnvoyProcess, RouteSpec};
 use crate::prometheus::PrometheusProcess;
 use crate::scenario::{Capability, Scenario};
@@ -292,12 +293,12 @@ impl Stack for LocalStack {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
-        let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
+        let read = crate::audit::offsets::plan_read(offset, bytes.len() as u64);
         if read.rotated {
             tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
         }
         let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::k8s::audit::split_complete_lines(read.from, &bytes[from..]);
+        let (lines, _) = crate::audit::offsets::split_complete_lines(read.from, &bytes[from..]);
         Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
     }
 
