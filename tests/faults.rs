@@ -39,7 +39,7 @@ impl Stack for FaultBeforeTraffic {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn endpoints(&self) -> &Endpoints {
+    fn endpoints(&self) -> Endpoints {
         self.inner.endpoints()
     }
     fn capabilities(&self) -> &[Capability] {

@@ -87,8 +87,8 @@ impl Stack for RemoteStack {
     fn name(&self) -> &str {
         &self.info.name
     }
-    fn endpoints(&self) -> &Endpoints {
-        &self.info.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.info.endpoints.clone()
     }
     fn capabilities(&self) -> &[Capability] {
         &self.info.capabilities

@@ -113,7 +113,7 @@ impl Drop for ControlServer {
 pub async fn info_of(stack: &LocalStack) -> Result<Info> {
     Ok(Info {
         name: stack.name().to_string(),
-        endpoints: stack.endpoints().clone(),
+        endpoints: stack.endpoints(),
         filter: stack.filter().clone(),
         capabilities: stack.capabilities().to_vec(),
         parts: stack.attach_info().await?,

@@ -261,8 +261,8 @@ impl Stack for EndpointsStack {
         "endpoints"
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.clone()
     }
 
     fn capabilities(&self) -> &[Capability] {

@@ -78,8 +78,9 @@ impl std::fmt::Display for BackendReach {
 pub trait Stack: Send + Sync {
     /// Short name for reports (`local`, `kind`, `cluster`).
     fn name(&self) -> &str;
-    /// Endpoints for traffic, Prometheus and the scrape pool.
-    fn endpoints(&self) -> &Endpoints;
+    /// Endpoints for traffic, Prometheus and the scrape pool, as they are now (a copy: the local
+    /// stack's scrape pool follows a renamed PodMonitor).
+    fn endpoints(&self) -> Endpoints;
     /// What this stack's WAF filter can do; scenarios needing more are skipped with the reason.
     fn capabilities(&self) -> &[Capability];
     /// The WAF filter (and Envoy) in use.

@@ -344,8 +344,8 @@ impl Stack for KindStack {
         &self.name
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.clone()
     }
 
     fn capabilities(&self) -> &[Capability] {

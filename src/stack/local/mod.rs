@@ -83,7 +83,8 @@ impl LocalOptions {
 
 /// Envoy + Prometheus + echo backend (+ the reference WAF service for the stand-in) on loopback.
 pub struct LocalStack {
-    endpoints: Endpoints,
+    /// Behind a lock: a renamed PodMonitor changes the scrape pool (`apply_render`).
+    endpoints: std::sync::RwLock<Endpoints>,
     filter: FilterInfo,
     capabilities: Vec<Capability>,
     parts: std::sync::RwLock<std::sync::Arc<parts::Parts>>,
@@ -165,7 +166,7 @@ impl LocalStack {
         let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
-            endpoints,
+            endpoints: std::sync::RwLock::new(endpoints),
             filter,
             capabilities,
             parts: std::sync::RwLock::new(std::sync::Arc::new(parts)),
@@ -231,8 +232,8 @@ impl Stack for LocalStack {
         "local"
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn capabilities(&self) -> &[Capability] {
@@ -353,7 +354,7 @@ impl Stack for LocalStack {
             Some(p) => (p.log_tail(200), Some(p.dir().to_path_buf())),
             None => ("Prometheus was shut down".into(), None),
         };
-        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints.prometheus_url)).await {
+        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints().prometheus_url)).await {
             Ok(r) => r.text().await.unwrap_or_else(|e| format!("could not read: {e:#}")),
             Err(e) => format!("could not read: {e:#}"),
         };
