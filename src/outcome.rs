@@ -39,7 +39,7 @@ pub struct Outcome {
     pub diagnostics: Option<PathBuf>,
     /// Expectations the filter in use has no value for: not checked, and never counted as passed.
     pub not_checked: Vec<String>,
-    /// What else the run observed (the filter checked, backend reach, how the audit wait ended).
+    /// What else the run observed (backend reach, how the audit wait ended); the filter is the run's.
     pub notes: Vec<String>,
 }
 

@@ -23,7 +23,7 @@ pub struct Observation {
     pub failures: Vec<String>,
     /// Expectations this filter has no value for (reported as not checked, never as passed).
     pub not_checked: Vec<String>,
-    /// Facts worth reporting even on a pass: which filter's expectations were checked, backend reach, how the audit wait ended.
+    /// Facts worth reporting even on a pass: backend reach, how the audit wait ended.
     pub notes: Vec<String>,
     /// Phase timings.
     pub timings: Timings,
@@ -37,7 +37,8 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     let filter = stack.filter();
     let expected = expect::resolve(scenario, &env, &filter.flavour);
     let mut timings = Timings::default();
-    let mut notes = vec![format!("expectations checked for filter `{}` ({})", filter.flavour, filter.description)];
+    // The filter is the run's, in its header and reports (RunInfo::filter), not repeated per scenario.
+    let mut notes = Vec::new();
 
     let started = Instant::now();
     let targets = scrape::target_up(&prom, &endpoints.scrape_pool, timeouts.target_up).await?;
