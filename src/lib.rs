@@ -18,6 +18,7 @@ pub mod audit;
 pub mod cli;
 pub mod container;
 pub mod contract;
+pub mod outcome;
 pub mod envoy;
 pub mod error;
 pub mod filter;

@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 use waf_e2e::stack::local::LocalStack;
 use waf_e2e::stack::Stack;
 use waf_e2e::waf::Faults;

@@ -4,7 +4,7 @@
 use crate::common;
 
 use waf_e2e::waf::Faults;
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmonitor_without_the_rule_id_relabeling_fails_naming_the_missing_label() {

@@ -6,7 +6,7 @@ use crate::common;
 use rstest::rstest;
 use std::path::PathBuf;
 use waf_e2e::waf::Faults;
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
