@@ -24,6 +24,7 @@ mod kind_preflight;
 mod local_broken_render;
 mod local_negative;
 mod local_scenarios;
+mod module_graph;
 mod orphans;
 mod rendered_prometheus;
 mod rendered_prometheus_process;
