@@ -96,6 +96,7 @@ pub struct LocalStack {
     routes: routes::RouteTable,
     dir: crate::rundir::RunDir,
     audit_flush: crate::envoy::AuditFlush,
+    flushes: crate::envoy::log_flush::SharedFlush,
     timeouts: Timeouts,
     opts: LocalOptions,
     scrape_target: Mutex<String>,
@@ -178,6 +179,7 @@ impl LocalStack {
             routes: routes::RouteTable::default(),
             dir,
             audit_flush: opts.audit_flush,
+            flushes: crate::envoy::log_flush::SharedFlush::default(),
             timeouts: opts.timeouts.clone(),
             opts: opts.clone(),
             scrape_target: Mutex::new(scrape_target),
@@ -331,7 +333,7 @@ impl Stack for LocalStack {
         }
         // Cloned out of the lock: the flush waits, and must not hold up routes or health checks.
         let admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin().clone();
-        crate::envoy::log_flush::flush_now(&admin, self.timeouts.audit_flushed).await.map(Some)
+        self.flushes.flush(&admin, self.timeouts.audit_flushed).await.map(Some)
     }
 
     fn bundle_copies(&self) -> Vec<(String, String)> {
