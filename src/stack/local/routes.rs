@@ -15,6 +15,10 @@ use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
 use std::future::Future;
 
+/// How many times an update yields to let changes made at the same moment join it (it stops as soon
+/// as one yield brings none: scheduling rounds, not time).
+const GATHER_ROUNDS: usize = 16;
+
 /// One change to the installed routes, keyed by scenario name.
 #[derive(Debug, Clone)]
 pub(super) enum Change {
@@ -100,6 +104,7 @@ impl RouteTable {
             return result.map_err(|e| anyhow!(e));
         }
         // No update took this change yet: this caller applies everything queued, its own change among it.
+        self.gather().await;
         let (batch, mut routes) = {
             let state = self.state();
             (state.pending.clone(), state.routes.clone())
@@ -118,6 +123,21 @@ impl RouteTable {
                 Err(e)
             }
             Err(_) => self.one_at_a_time(&batch, ticket, &apply).await,
+        }
+    }
+
+    /// Lets changes being made at this moment join the update: a wave of scenarios starting together
+    /// are futures of one task, queued only once this caller yields. Measured with 45 scenarios
+    /// starting together: without this the first went alone and the other 44 waited for it.
+    async fn gather(&self) {
+        let mut queued = self.state().pending.len();
+        for _ in 0..GATHER_ROUNDS {
+            tokio::task::yield_now().await;
+            let now = self.state().pending.len();
+            if now == queued {
+                return;
+            }
+            queued = now;
         }
     }
 
@@ -247,6 +267,16 @@ mod tests {
         assert!(updates <= 2, "{updates} updates for {} changes: {:?}", names.len(), envoy.carried.lock().unwrap());
         assert!(names.iter().all(|n| table.contains(n)));
         assert_eq!(envoy.carried.lock().unwrap().last().unwrap().len(), names.len());
+    }
+
+    #[tokio::test]
+    async fn changes_made_at_the_same_moment_go_to_envoy_in_one_update() {
+        let table = RouteTable::default();
+        let envoy = FakeEnvoy::new(true);
+        let names = ["a", "b", "c", "d", "e"];
+        let results = futures::future::join_all(names.iter().map(|n| put(&table, &envoy, n))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(*envoy.carried.lock().unwrap(), [names.iter().map(|n| format!("{n}.test")).collect::<Vec<_>>()]);
     }
 
     #[tokio::test]
