@@ -68,11 +68,13 @@ impl SharedFlush {
         let mut last = self.last.lock().await;
         if let Some((began, how)) = last.as_ref() {
             if *began >= asked {
+                tracing::debug!("audit flush shared: it began {:?} after this caller asked", *began - asked);
                 return Ok(how.clone());
             }
         }
         let began = Instant::now();
         let how = flush().await?;
+        tracing::debug!("audit flush took {:?}, {:?} after this caller asked", began.elapsed(), began - asked);
         *last = Some((began, how.clone()));
         Ok(how)
     }
