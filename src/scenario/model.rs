@@ -126,11 +126,32 @@ pub struct Request {
     /// The status every send must get back.
     #[schemars(with = "u16")]
     pub expect_status: Spanned<u16>,
-    /// Per filter flavour: whether every send must reach the backend complete (`true`) or never
-    /// complete (`false`); whether the headers alone got there depends on Envoy's connection pool
-    /// and is never asserted. A flavour without an entry is reported as not checked.
+    /// Whether every send must reach the backend complete (`true`) or never complete (`false`):
+    /// one value for every filter flavour, or a map per flavour. Whether the headers alone got
+    /// there depends on Envoy's connection pool and is never asserted.
     #[serde(default)]
-    pub reaches_backend: BTreeMap<String, bool>,
+    pub reaches_backend: Option<ReachesBackend>,
+}
+
+/// `reaches_backend`: a plain boolean for every filter flavour, or a value per flavour.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReachesBackend {
+    /// The same for every filter flavour.
+    Every(bool),
+    /// Per filter flavour (`{stand-in: true, coraza-proxy-wasm-release: false}`); a flavour without
+    /// an entry is reported as not checked.
+    PerFlavour(BTreeMap<String, bool>),
+}
+
+impl ReachesBackend {
+    /// The value for `flavour`; `None` when a per-flavour map has no entry for it.
+    pub fn for_flavour(&self, flavour: &str) -> Option<bool> {
+        match self {
+            ReachesBackend::Every(reach) => Some(*reach),
+            ReachesBackend::PerFlavour(by_flavour) => by_flavour.get(flavour).copied(),
+        }
+    }
 }
 
 fn default_method() -> String {
