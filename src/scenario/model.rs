@@ -60,7 +60,9 @@ pub struct Policy {
     pub rules: RuleSet,
 }
 
-/// The WAF engine mode (SecRuleEngine).
+/// The WAF engine mode (SecRuleEngine). Write `"On"` quoted: YAML 1.1 readers (PyYAML, yamllint's
+/// default `truthy` rule, Go's yaml.v2) read a plain `On` as the boolean `true`, which this schema
+/// rejects; waf-e2e reads YAML 1.2 and accepts both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum Mode {
     /// Interrupt matching requests.
