@@ -293,19 +293,12 @@ impl Stack for LocalStack {
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
         let file = self.parts().audit_file();
         let source = file.display().to_string();
-        let offset = cursor.0.get(&source).copied().unwrap_or(0);
         let bytes = match tokio::fs::read(&file).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
-        let read = crate::audit::offsets::plan_read(offset, bytes.len() as u64);
-        if read.rotated {
-            tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
-        }
-        let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::audit::offsets::split_complete_lines(read.from, &bytes[from..]);
-        Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
+        Ok(crate::audit::offsets::lines_after(cursor, &source, &bytes))
     }
 
     async fn raw_stats(&self) -> Result<String> {
