@@ -420,7 +420,17 @@ fn validate_profile(paths: Vec<PathBuf>, profile: String, rendered: PathBuf, sch
     let opts = crate::stack::kind::ClusterOpts { profile, rendered, run_id: Some("validate".into()), ..Default::default() };
     let plan = crate::stack::kind::plan::build_plan(&opts, &scenarios).map_err(HarnessError::classify)?;
     println!("{} scenario file(s) valid", scenarios.len());
-    schema_verdict(crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?)
+    let report = crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?;
+    // `plan` shows the steps and may go without schemas; `validate --profile` exists to run the
+    // schema check, so passing without it would be a pass nothing earned.
+    if report.schema_not_run > 0 && report.problems.is_empty() {
+        print!("{report}");
+        return Err(HarnessError::Usage(format!(
+            "validate --profile: the schema check of {} object(s) did not run (see above): pass --schemas DIR, or fill the cache with one online run",
+            report.schema_not_run
+        )));
+    }
+    schema_verdict(report)
 }
 
 /// Prints a schema check's report; any problem is invalid input (exit 2).

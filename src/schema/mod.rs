@@ -74,6 +74,9 @@ pub struct Report {
     pub calico_backed: Vec<String>,
     /// What was deliberately not checked, and why.
     pub not_checked: Vec<String>,
+    /// Objects whose schema check did not run because no CRD for their kind was at hand (only
+    /// their metadata was checked); `validate --profile` refuses to pass with any.
+    pub schema_not_run: usize,
     /// How long the check took, schema loading included when the caller loaded them.
     pub elapsed: Duration,
     /// How long reading and parsing the schema files took (part of `elapsed`).

@@ -188,11 +188,15 @@ fn the_oss_plan_of_the_shipped_rendered_set_creates_the_tier_the_namespaces_and_
 /// `waf-e2e plan --stack kind --scenario sqli-blocked` with `args` on a machine where no release
 /// manifest is cached, without `--schemas`.
 fn plan_with_nothing_cached(args: &[&str]) -> (i32, String) {
+    with_nothing_cached(&[&["plan", "--stack", "kind", "--scenario", "sqli-blocked"], args].concat())
+}
+
+/// Runs `waf-e2e args` with an empty manifest cache.
+fn with_nothing_cached(args: &[&str]) -> (i32, String) {
     let cache = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("XDG_CACHE_HOME", cache.path())
-        .args(["plan", "--stack", "kind", "--scenario", "sqli-blocked"])
         .args(args)
         .output()
         .expect("run waf-e2e");
@@ -206,6 +210,13 @@ fn plan_with_nothing_cached_says_once_that_the_schema_check_did_not_run_and_how_
     assert_eq!(out.matches("did NOT RUN").count(), 1, "{out}");
     assert!(out.contains("no CRDs are cached") && out.contains("--schemas DIR") && out.contains("`waf-e2e run`"), "{out}");
     assert!(!out.contains("PROBLEM") && !out.contains("[no schema]"), "{out}");
+}
+
+#[test]
+fn validate_profile_with_nothing_cached_refuses_to_pass_a_schema_check_that_did_not_run() {
+    let (code, out) = with_nothing_cached(&["validate", "--profile", "oss"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("did NOT RUN") && out.contains("did not run (see above): pass --schemas DIR"), "{out}");
 }
 
 #[test]

@@ -101,6 +101,7 @@ pub fn check_plan(plan: &Plan, schemas: &[PathBuf]) -> Result<Report> {
         not_checked.insert(0, schema_check_did_not_run(&unchecked, &uncached, uncached.len() == plan.profile.downloads().count(), plan.cache.dir()));
     }
     report.not_checked = not_checked;
+    report.schema_not_run = unchecked.len();
     report.schema_load = schema_load;
     report.elapsed = started.elapsed();
     Ok(report)
