@@ -92,6 +92,8 @@ pub fn check_plan(plan: &Plan, schemas: &[PathBuf]) -> Result<Report> {
     };
     let schema_load = loading.elapsed();
     let mut report = schema::check(&subjects, &index);
+    report.problems.extend(crate::calico::problems(&subjects, &plan.root));
+    report.calico_validated = crate::calico::count(&subjects);
     report.not_checked = not_checked;
     report.schema_load = schema_load;
     report.elapsed = started.elapsed();
