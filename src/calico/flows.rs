@@ -138,8 +138,8 @@ fn verdict(id: String, expected: Expectation, flow: &Flow<'_>, with: &PolicySet,
     }
 }
 
-/// The rendered policies that passed the flow on before a later tier decided it.
-fn passed_note(trace: &Trace, rendered: &[String]) -> String {
+/// The rendered policies that passed the flow on before a later tier decided it, as a clause.
+pub fn passed_note(trace: &Trace, rendered: &[String]) -> String {
     let (_, decided) = trace.deciding();
     let ours: Vec<&String> = decided.passed_by.iter().filter(|p| rendered.iter().any(|r| p.starts_with(r.as_str()))).collect();
     if ours.is_empty() {
@@ -149,24 +149,21 @@ fn passed_note(trace: &Trace, rendered: &[String]) -> String {
     }
 }
 
-/// The rendered policy to blame: the one that decided, else the one that passed the flow on, else
-/// every rendered policy (none selected the endpoint).
-fn blame(trace: &Trace, rendered: &[String]) -> String {
+/// The rendered policy to blame (its object name): the one that decided, else the one that passed
+/// the flow on, else every rendered policy (none of them selected the endpoint).
+pub fn blame(trace: &Trace, rendered: &[String]) -> String {
     let (_, decided) = trace.deciding();
-    if let DecidedBy::Rule { policy, rule } = &decided.by {
-        if rendered.contains(policy) {
-            return format!("{policy} ({rule})");
-        }
+    let decider = match &decided.by {
+        DecidedBy::Rule { policy, .. } => rendered.iter().find(|r| *r == policy),
+        DecidedBy::TierEnd { policies, .. } => rendered.iter().find(|r| policies.contains(r)),
+        DecidedBy::Profile => None,
+    };
+    let passer = || rendered.iter().find(|r| decided.passed_by.iter().any(|p| p.starts_with(&format!("{r} "))));
+    match decider.or_else(passer) {
+        Some(r) => r.clone(),
+        None if rendered.is_empty() => "GlobalNetworkPolicy (none rendered)".into(),
+        None => rendered.join(", "),
     }
-    if let DecidedBy::TierEnd { policies, tier } = &decided.by {
-        if let Some(p) = policies.iter().find(|p| rendered.contains(p)) {
-            return format!("{p} (end of tier {tier})");
-        }
-    }
-    if let Some(p) = decided.passed_by.iter().find(|p| rendered.iter().any(|r| p.starts_with(r.as_str()))) {
-        return p.clone();
-    }
-    if rendered.is_empty() { "GlobalNetworkPolicy (none rendered)".into() } else { rendered.join(", ") }
 }
 
 /// The Prometheus pod prometheus-operator v0.89.0 creates for Prometheus `name` (its StatefulSet's
