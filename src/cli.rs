@@ -498,7 +498,28 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         started_at,
         duration: std::time::Duration::ZERO,
         interrupted: None,
+        policy: Vec::new(),
     };
+    // Calico's validation and the rendered GlobalNetworkPolicy's flows, offline, before anything starts.
+    let policy = crate::stack::policy::for_run(&opts).map_err(HarnessError::classify)?;
+    if let Some(policy) = &policy {
+        policy.lines().iter().for_each(|l| progress.note(l));
+        info.policy = policy.verdicts.clone();
+        if let Some(broken) = policy.data_plane_broken() {
+            info.duration = started.elapsed();
+            let outcomes = runner::failed_by(&scenarios, &broken.to_string());
+            print!("{}", report::summary_table(&outcomes));
+            let _ = write_reports(&reports, &info, &outcomes, &progress);
+            return Err(HarnessError::ResourceBroken(broken));
+        }
+        if policy.scrape().is_some_and(|v| !v.ok) {
+            progress.note(match kind {
+                StackKind::Local if !args.attach => "policy (offline): the policies deny Prometheus the proxy's metrics port; the local stack gives Prometheus no reachable target, as a cluster would",
+                StackKind::Local => "policy (offline): the policies deny Prometheus the proxy's metrics port; an attached stack keeps its own scrape target (not enforced)",
+                _ => "policy (offline): the policies deny Prometheus the proxy's metrics port; the cluster's later-tier deny will show it as a scrape target down",
+            });
+        }
+    }
     let stack = tokio::select! {
         stack = start_or_attach(&args, &opts, &scenarios, &progress) => match stack {
             Ok(stack) => stack,

@@ -147,3 +147,36 @@ fn an_unknown_field_in_a_built_in_object_is_rejected() {
     rejected("an_unknown_field_in_a_built_in_object_is_rejected", &copy, "oss",
         "ClusterRole waf-e2e-prometheus", "kind/manifests/prometheus.yaml", "rules[3].nonResourceUrls", "unknown field");
 }
+
+// Calico's own validation (libcalico-go v3.31 rules), on the three broken GlobalNetworkPolicies a
+// new user tried: the CRD schema accepts each, Calico's API server refuses each. Each line names
+// the file AND line, the object, the field and the rule.
+
+#[test]
+fn a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "        namespaceSelector: projectcalico.org/name == 'tigera-prometheus'\n",
+        "        namespaceSelector: projectcalico.org/name == 'tigera-prometheus'\n        nets: [0.0.0.0/0, '::/0']\n");
+    rejected("a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:25",
+        "spec.ingress[0].source.nets", "calico: CIDR] rule contains both IPv4 and IPv6 CIDRs");
+}
+
+#[test]
+fn a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "selector: app.kubernetes.io/name == 'prometheus'\n        namespaceSelector",
+        "selector: app.kubernetes.io/name == 'prometheus\n        namespaceSelector");
+    rejected("a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:23",
+        "spec.ingress[0].source.selector", "calico: selector] invalid selector `app.kubernetes.io/name == 'prometheus`: at byte 26: unterminated string");
+}
+
+#[test]
+fn an_accept_action_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "    - action: Allow\n      protocol: TCP\n      source:", "    - action: Accept\n      protocol: TCP\n      source:");
+    rejected("an_accept_action_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:20",
+        "spec.ingress[0].action", "calico: action] invalid action `Accept`");
+}

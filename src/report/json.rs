@@ -34,6 +34,9 @@ pub struct JsonReport {
     pub duration_ms: u64,
     /// The signal that interrupted the run, if one did.
     pub interrupted: Option<String>,
+    /// The offline Calico verdicts of the rendered GlobalNetworkPolicy's flows (added in v1; empty
+    /// when the stack applies no policy).
+    pub policy: Vec<crate::calico::flows::FlowVerdict>,
     /// How many scenarios ended each way.
     pub totals: Totals,
     /// One entry per scenario, in the scenarios' order.
@@ -157,6 +160,7 @@ pub fn build_json(info: &RunInfo, outcomes: &[Outcome]) -> JsonReport {
         started_at: info.started_at.to_rfc3339(),
         duration_ms: ms(info.duration),
         interrupted: info.interrupted.clone(),
+        policy: info.policy.clone(),
         totals,
         scenarios,
     }

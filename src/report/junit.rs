@@ -18,6 +18,7 @@ pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
         suite.extra.insert("hostname".into(), host.as_str().into());
     }
     suite.add_properties(info.properties().into_iter().map(|(k, v)| Property::new(k, v)));
+    suite.add_properties(info.policy.iter().map(|v| Property::new(format!("policy.{}", v.id), v.property())));
     for o in outcomes {
         let status = match &o.verdict {
             Verdict::Passed => TestCaseStatus::success(),
@@ -92,6 +93,7 @@ pub(crate) mod tests {
             started_at: chrono::DateTime::parse_from_rfc3339("2026-12-01T20:30:00+00:00").unwrap(),
             duration: Duration::from_secs(12),
             interrupted: Some("SIGINT".into()),
+            policy: Vec::new(),
         }
     }
 

@@ -68,7 +68,15 @@ pub fn offline(root: &Path, profile: &Profile, rendered: &RenderedSet) -> Result
     let without_render = set(&sourced(&ours))?;
     let rendered_names: Vec<String> = with_render.policies.iter().filter(|p| render.iter().any(|r| r.file == p.file)).map(|p| p.object_name()).collect();
     let scene = scene(profile, &ours);
-    let verdicts = flows::check(&with_render, &without_render, &rendered_names, &scene);
+    let mut verdicts = flows::check(&with_render, &without_render, &rendered_names, &scene);
+    if rendered_names.is_empty() {
+        // A render of the PodMonitor alone (developing it in isolation): the scrape flow has no
+        // rendered policy to judge. Said on every report, not enforced.
+        for v in verdicts.iter_mut().filter(|v| v.id == SCRAPE_FLOW) {
+            v.undecided = Some(format!("the render holds no Calico policy, so nothing of it lets Prometheus in (on a cluster: {})", v.with_render));
+            (v.ok, v.problem, v.blame) = (true, None, None);
+        }
+    }
     Ok(OfflinePolicy { with_render, without_render, scene, rendered: rendered_names, verdicts })
 }
 
@@ -93,6 +101,18 @@ pub fn scene(profile: &Profile, objects: &[Subject]) -> Scene {
     let backend = Endpoint::pod("waf-e2e-backend", "echo", labels(&[("app.kubernetes.io/name", "waf-e2e-echo")]), Labels::new(), Some("default"), &[("http", ECHO_PORT)]);
     let ports = Ports { stats: PROXY_STATS_PORT, listener: GATEWAY_CONTAINER_PORT, other: vec![PROXY_READINESS_PORT], backend: ECHO_PORT };
     Scene { prometheus, proxy, client, backend, ports }
+}
+
+/// The offline verdicts of a run with `opts` (repository root: the working directory, as the
+/// profile is found); `None` for the endpoints stack, which applies no policy.
+pub fn for_run(opts: &super::StackOptions) -> Result<Option<OfflinePolicy>> {
+    if opts.kind == super::StackKind::Endpoints {
+        return Ok(None);
+    }
+    let root = PathBuf::from(".");
+    let profile = Profile::load(&root, &opts.profile)?;
+    let rendered = RenderedSet::load(&opts.rendered).with_context(|| format!("load rendered resources from {}", opts.rendered.display()))?;
+    offline(&root, &profile, &rendered).map(Some)
 }
 
 impl OfflinePolicy {

@@ -85,3 +85,14 @@ fn a_broken_policy_is_invalid_input_naming_file_line_field_and_rule() {
         assert!(p.message.starts_with("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: "), "{invalid}");
     }
 }
+
+#[test]
+fn a_render_without_a_calico_policy_reports_the_scrape_flow_as_not_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("fixtures/rendered/podmonitor.yaml"), dir.path().join("podmonitor.yaml")).unwrap();
+    let p = offline_for("oss", &RenderedSet::load(dir.path()).unwrap()).unwrap();
+    let scrape = p.scrape().unwrap();
+    assert!(scrape.ok && scrape.problem.is_none(), "{scrape:?}");
+    assert!(scrape.property().starts_with("NOT DECIDED offline: the render holds no Calico policy"), "{}", scrape.property());
+    assert!(scrape.property().contains("on a cluster: Deny"), "{}", scrape.property());
+}
