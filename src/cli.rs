@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `list`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
+//! The command line: `run`, `validate`, `list`, `scrape-config`, `policy-trace`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
 use crate::report::{self, Progress, RunInfo};
@@ -53,6 +53,8 @@ pub enum Command {
         #[arg(long = "schemas")]
         schemas: Vec<PathBuf>,
     },
+    /// Print, for one flow between the run's pods, each Calico tier, policy and rule considered, and the verdict.
+    PolicyTrace(crate::stack::policy::trace::PolicyTraceArgs),
     /// Print the JSON Schema of scenario files (generated from the scenario model), for editors and CI.
     Schema,
     /// List the scenarios with their tags and the capabilities they need.
@@ -381,6 +383,10 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             }
             let plan = crate::stack::describe::plan_text(&opts, &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
+            Ok(())
+        }
+        Command::PolicyTrace(args) => {
+            print!("{}", crate::stack::policy::trace::policy_trace(&args).map_err(HarnessError::classify)?);
             Ok(())
         }
         Command::Schema => {

@@ -159,7 +159,7 @@ fn a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation() 
         "        namespaceSelector: projectcalico.org/name == 'tigera-prometheus'\n        nets: [0.0.0.0/0, '::/0']\n");
     rejected("a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation", &copy, "oss",
         "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:25",
-        "spec.ingress[0].source.nets", "calico: CIDR] rule contains both IPv4 and IPv6 CIDRs");
+        "spec.ingress[0].source.nets", "calico: CIDR");
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation() {
         "selector: app.kubernetes.io/name == 'prometheus\n        namespaceSelector");
     rejected("a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation", &copy, "oss",
         "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:23",
-        "spec.ingress[0].source.selector", "calico: selector] invalid selector `app.kubernetes.io/name == 'prometheus`: at byte 26: unterminated string");
+        "spec.ingress[0].source.selector", "calico: selector");
 }
 
 #[test]
@@ -178,5 +178,5 @@ fn an_accept_action_is_refused_by_calicos_validation() {
     copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "    - action: Allow\n      protocol: TCP\n      source:", "    - action: Accept\n      protocol: TCP\n      source:");
     rejected("an_accept_action_is_refused_by_calicos_validation", &copy, "oss",
         "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:20",
-        "spec.ingress[0].action", "calico: action] invalid action `Accept`");
+        "spec.ingress[0].action", "calico: action");
 }

@@ -128,9 +128,12 @@ impl OfflinePolicy {
 
     /// One line per flow, for the run's progress output.
     pub fn lines(&self) -> Vec<String> {
-        self.verdicts.iter().map(|v| format!("policy (offline): {}: {}", v.flow, v.property())).collect()
+        // A failure's text names the flow itself.
+        self.verdicts.iter().map(|v| if v.problem.is_some() { format!("policy (offline): {}", v.property()) } else { format!("policy (offline): {}: {}", v.flow, v.property()) }).collect()
     }
 }
+
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
