@@ -250,7 +250,7 @@ fn policy(v: &Value, file: &std::path::Path) -> Result<Policy, String> {
     // there are both, Ingress otherwise.
     let (ingress_type, egress_type) = match &types {
         Some(t) => (t.contains(&"Ingress"), t.contains(&"Egress")),
-        None => (!(ingress.is_empty() && !egress.is_empty()), !egress.is_empty()),
+        None => (!ingress.is_empty() || egress.is_empty(), !egress.is_empty()),
     };
     Ok(Policy {
         name: v["metadata"]["name"].as_str().unwrap_or_default().to_string(),

@@ -89,7 +89,8 @@ fn policy(v: &Value, global: bool, out: &mut Findings) {
     if name.len() > 253 {
         out.push("metadata.name", "policy name", format!("name is too long by {} bytes", name.len() - 253));
     }
-    if !(if global { &*GNP_NAME } else { &*NP_NAME }).is_match(name) {
+    let pattern: &Regex = if global { &GNP_NAME } else { &NP_NAME };
+    if !pattern.is_match(name) {
         out.push("metadata.name", "policy name", format!("name must consist of lower case alphanumeric characters or '-' (regex: {LABEL})"));
     }
     let tier = spec["tier"].as_str().filter(|t| !t.is_empty()).unwrap_or("default");
