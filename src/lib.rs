@@ -19,6 +19,7 @@ pub mod calico;
 pub mod cli;
 pub mod container;
 pub mod contract;
+pub mod outcome;
 pub mod envoy;
 pub mod error;
 pub mod filter;

@@ -1,5 +1,6 @@
 //! The scenario file format (design, section 3): a WAF policy, its traffic, and what must be observed.
 
+use crate::contract::Decision;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -138,32 +139,6 @@ fn default_method() -> String {
 
 fn default_repeat() -> Spanned<u32> {
     Spanned::new(1, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
-}
-
-/// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Engine On interrupted the request.
-    Blocked,
-    /// DetectionOnly would have interrupted it.
-    WouldBlock,
-}
-
-impl Decision {
-    /// The label value.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Decision::Blocked => "blocked",
-            Decision::WouldBlock => "would_block",
-        }
-    }
-}
-
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_label())
-    }
 }
 
 /// Everything that must be observed after the traffic.

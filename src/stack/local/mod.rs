@@ -13,7 +13,8 @@ mod reload;
 
 pub use reload::AttachInfo;
 
-use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use super::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use crate::audit::{AuditCursor, AuditLines};
 use crate::envoy::{EnvoyProcess, RouteSpec};
 use crate::prometheus::PrometheusProcess;
 use crate::scenario::{Capability, Scenario};
@@ -83,7 +84,8 @@ impl LocalOptions {
 
 /// Envoy + Prometheus + echo backend (+ the reference WAF service for the stand-in) on loopback.
 pub struct LocalStack {
-    endpoints: Endpoints,
+    /// Behind a lock: a renamed PodMonitor changes the scrape pool (`apply_render`).
+    endpoints: std::sync::RwLock<Endpoints>,
     filter: FilterInfo,
     capabilities: Vec<Capability>,
     parts: std::sync::RwLock<std::sync::Arc<parts::Parts>>,
@@ -174,7 +176,7 @@ impl LocalStack {
         let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
-            endpoints,
+            endpoints: std::sync::RwLock::new(endpoints),
             filter,
             capabilities,
             parts: std::sync::RwLock::new(std::sync::Arc::new(parts)),
@@ -240,8 +242,8 @@ impl Stack for LocalStack {
         "local"
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn capabilities(&self) -> &[Capability] {
@@ -302,12 +304,12 @@ impl Stack for LocalStack {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
-        let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
+        let read = crate::audit::offsets::plan_read(offset, bytes.len() as u64);
         if read.rotated {
             tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
         }
         let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::k8s::audit::split_complete_lines(read.from, &bytes[from..]);
+        let (lines, _) = crate::audit::offsets::split_complete_lines(read.from, &bytes[from..]);
         Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
     }
 
@@ -362,7 +364,7 @@ impl Stack for LocalStack {
             Some(p) => (p.log_tail(200), Some(p.dir().to_path_buf())),
             None => ("Prometheus was shut down".into(), None),
         };
-        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints.prometheus_url)).await {
+        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints().prometheus_url)).await {
             Ok(r) => r.text().await.unwrap_or_else(|e| format!("could not read: {e:#}")),
             Err(e) => format!("could not read: {e:#}"),
         };

@@ -35,6 +35,8 @@ pub struct AttachInfo {
     pub waf_service: Option<SocketAddr>,
     /// The rendered resources the stack runs now.
     pub rendered: PathBuf,
+    /// How Envoy and Prometheus run (`native processes`, `docker containers (...)`), as reports say it.
+    pub runtime: String,
 }
 
 impl LocalStack {
@@ -51,6 +53,7 @@ impl LocalStack {
             prometheus_config,
             waf_service,
             rendered: self.rendered_now.lock().await.clone(),
+            runtime: self.opts.runtime.describe(),
         })
     }
 
@@ -83,10 +86,9 @@ impl LocalStack {
         let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
         let current = self.parts();
         let next = Parts::load(&opts, self.dir.path())?.with_module(current.module().to_path_buf());
+        // A renamed PodMonitor is a new scrape pool (and job): the reload below switches to it.
         let pool = next.rendered.podmonitor.job_name(0);
-        if pool != self.endpoints().scrape_pool {
-            bail!("the PodMonitor's scrape pool changed from {} to {pool} (renamed PodMonitor); restart `waf-e2e up` to use it", self.endpoints().scrape_pool);
-        }
+        let pool_before = self.endpoints().scrape_pool;
         let mut changes = Vec::new();
         if next.launch != current.launch {
             if !next.launch.prometheus {
@@ -108,8 +110,10 @@ impl LocalStack {
                 prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
             }
             *config_now = config;
+            self.endpoints.write().unwrap_or_else(|p| p.into_inner()).scrape_pool = pool.clone();
             self.previous_series_gone(&prom, reloaded_at).await?;
-            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
+            let renamed = if pool != pool_before { format!(" (renamed: the scrape pool was {pool_before})") } else { String::new() };
+            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}{renamed}", pool, rendered.display()));
         }
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
         *self.rendered_now.lock().await = rendered.to_path_buf();
@@ -119,7 +123,8 @@ impl LocalStack {
     /// Waits until the pool was scraped with the reloaded config and no series of the previous config
     /// remains visible. Measured: a reload writes no staleness markers, so for a scrape or two an
     /// instant query still returned the old relabeling's series beside the new ones, and a baseline
-    /// taken then compared the wrong series.
+    /// taken then compared the wrong series. After a rename the pool is the new one: the old job's
+    /// series linger until stale, but every query of the runner names the pool's job, so none reads them.
     async fn previous_series_gone(&self, prom: &crate::assert::prom::PromClient, reloaded_at: f64) -> Result<()> {
         use crate::assert::prom::quote;
         use crate::wait::{self, Check};

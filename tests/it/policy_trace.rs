@@ -1,6 +1,6 @@
 //! `waf-e2e policy-trace`: the trace of one flow through the run's Calico tiers, with and without the render.
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 
 fn trace(args: &[&str]) -> (Option<i32>, String) {

@@ -4,9 +4,7 @@
 //! CLI run per broken render (each local start costs seconds).
 #![cfg(feature = "reference-proxy")]
 
-mod binary;
-mod common;
-
+use crate::{binary, common};
 use binary::waf_e2e;
 use serde_json::Value;
 

@@ -1,10 +1,10 @@
 //! The assertion engine must fail on broken inputs: each case breaks one thing and checks the message names it.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use waf_e2e::waf::Faults;
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmonitor_without_the_rule_id_relabeling_fails_naming_the_missing_label() {
