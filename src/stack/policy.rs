@@ -94,8 +94,9 @@ pub fn scene(profile: &Profile, objects: &[Subject]) -> Scene {
     let prometheus = flows::prometheus_pod(&spec.namespace, &spec.name, version, &pod_labels, service_account);
     let gw = &profile.gateway;
     let target = PodTarget::envoy_gateway_proxy("", &gw.name, &gw.namespace);
-    let proxy = Endpoint::pod(&gw.proxy_namespace, &target.name, target.labels.clone(), Labels::new(), None,
-        &[(target.port_name.as_str(), PROXY_STATS_PORT), ("http-80", GATEWAY_CONTAINER_PORT), ("ready", PROXY_READINESS_PORT)]);
+    // Only the metrics port's name is modelled (the PodMonitor scrapes it by name); a rule naming
+    // another port of the proxy by name matches nothing here.
+    let proxy = Endpoint::pod(&gw.proxy_namespace, &target.name, target.labels.clone(), Labels::new(), None, &[(target.port_name.as_str(), PROXY_STATS_PORT)]);
     let labels = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
     let client = Endpoint::pod("waf-e2e-client", "client", labels(&[("app.kubernetes.io/name", "waf-e2e-client")]), Labels::new(), Some("default"), &[]);
     let backend = Endpoint::pod("waf-e2e-backend", "echo", labels(&[("app.kubernetes.io/name", "waf-e2e-echo")]), Labels::new(), Some("default"), &[("http", ECHO_PORT)]);

@@ -41,3 +41,22 @@ pub async fn target_down(endpoints: &Endpoints, denied: &FlowVerdict, timeout: D
         problem: format!("the scrape target of {pool} is down (lastError: {}), as in a cluster where {why}", target.last_error),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_denied_target_refuses_connections_on_the_scrape_targets_host() {
+        let target = refused_target("127.0.0.1:19001").unwrap();
+        assert!(target.starts_with("127.0.0.1:") && target != "127.0.0.1:19001", "{target}");
+        let err = std::net::TcpStream::connect(&target).expect_err("nothing may listen there");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    }
+
+    #[test]
+    fn a_host_that_is_not_ours_keeps_its_address_with_a_closed_port() {
+        let target = refused_target("10.255.255.1:19001").unwrap();
+        assert!(target.starts_with("10.255.255.1:") && !target.ends_with(":19001"), "{target}");
+    }
+}
