@@ -225,6 +225,15 @@ mod tests {
     }
 
     #[test]
+    fn the_flow_verdicts_are_in_the_report_with_blame_and_problem_when_failed() {
+        let info = RunInfo { policy: crate::report::junit::tests::policy(), ..info() };
+        let v = serde_json::to_value(build_json(&info, &[outcome("x", Verdict::Passed)])).unwrap();
+        assert_eq!(v["policy"][0]["id"], "proxy_to_backend");
+        assert_eq!((&v["policy"][0]["ok"], &v["policy"][0]["expected"], &v["policy"][0]["blame"]), (&serde_json::json!(true), &serde_json::json!("unchanged"), &serde_json::Value::Null));
+        assert_eq!((&v["policy"][1]["ok"], &v["policy"][1]["blame"]), (&serde_json::json!(false), &serde_json::json!("GlobalNetworkPolicy allow-tigera.x")));
+    }
+
+    #[test]
     fn an_error_that_was_not_a_cut_short_has_no_not_run_reason() {
         let v = serde_json::to_value(build_json(&info(), &[outcome("x", Verdict::Broken("Prometheus exited".into()))])).unwrap();
         assert_eq!(v["scenarios"][0]["error"], "Prometheus exited");

@@ -115,6 +115,23 @@ pub(crate) mod tests {
         assert!(xml.contains("name=\"audit_latency\" value=\"0.040\""), "{xml}");
     }
 
+    /// Two flow verdicts: one that holds, one that failed.
+    pub(crate) fn policy() -> Vec<crate::calico::flows::FlowVerdict> {
+        use crate::calico::flows::{Expectation, FlowVerdict};
+        let ok = FlowVerdict { id: "proxy_to_backend".into(), flow: "p -> b:8080 (TCP)".into(), expected: Expectation::Unchanged,
+            with_render: "Allow (ingress decided by the namespace profile)".into(), without_render: "Allow".into(), ok: true, blame: None, problem: None, undecided: None };
+        let failed = FlowVerdict { id: "prometheus_to_proxy_metrics".into(), ok: false, expected: Expectation::Allow, with_render: "Deny (...)".into(),
+            blame: Some("GlobalNetworkPolicy allow-tigera.x".into()), problem: Some("p -> x:19001 (TCP) must be allowed by the render".into()), ..ok.clone() };
+        vec![ok, failed]
+    }
+
+    #[test]
+    fn each_flow_verdict_is_a_suite_property_saying_ok_or_failed() {
+        let xml = render_junit(&RunInfo { policy: policy(), ..info() }, &[outcome("a", Verdict::Passed)]).unwrap();
+        assert!(xml.contains("name=\"policy.proxy_to_backend\" value=\"ok: Allow (ingress decided by the namespace profile)\""), "{xml}");
+        assert!(xml.contains("name=\"policy.prometheus_to_proxy_metrics\" value=\"FAILED: p -&gt; x:19001 (TCP) must be allowed by the render\""), "{xml}");
+    }
+
     #[test]
     fn a_pass_with_unchecked_expectations_says_so_with_the_audit_wait_time() {
         let o = Outcome { not_checked: vec!["audit rule ids: none for this filter".into()], notes: vec!["flushed".into()], ..outcome("a", Verdict::Passed) };
