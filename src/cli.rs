@@ -381,7 +381,7 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             if matches!(opts.kind, StackKind::Kind | StackKind::Cluster) {
                 let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
                 print!("{plan}");
-                return schema_verdict(crate::stack::kind::validate::check_plan(&plan, &schemas).map_err(HarnessError::classify)?);
+                return checked_plan(&plan, &schemas);
             }
             let plan = crate::stack::describe::plan_text(&opts, &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
@@ -426,7 +426,22 @@ fn validate_profile(paths: Vec<PathBuf>, profile: String, rendered: PathBuf, sch
     let opts = crate::stack::kind::ClusterOpts { profile, rendered, run_id: Some("validate".into()), ..Default::default() };
     let plan = crate::stack::kind::plan::build_plan(&opts, &scenarios).map_err(HarnessError::classify)?;
     println!("{} scenario file(s) valid", scenarios.len());
-    schema_verdict(crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?)
+    checked_plan(&plan, schemas)
+}
+
+/// The offline check of a cluster plan (schemas and Calico's validation), then the offline verdict
+/// of the rendered GlobalNetworkPolicy's flows: shown, not a verdict here (a run fails on them).
+fn checked_plan(plan: &crate::stack::kind::plan::Plan, schemas: &[PathBuf]) -> Result<(), HarnessError> {
+    let report = crate::stack::kind::validate::check_plan(plan, schemas).map_err(HarnessError::classify)?;
+    let clean = report.problems.is_empty();
+    let verdict = schema_verdict(report);
+    match crate::stack::policy::offline(&plan.root, &plan.profile, &plan.rendered) {
+        Ok(policy) => policy.lines().iter().for_each(|l| println!("{l}")),
+        // Anything the report did not already name (a policy in a tier nothing defines).
+        Err(e) if clean => return Err(HarnessError::classify(e)),
+        Err(_) => {}
+    }
+    verdict
 }
 
 /// Prints a schema check's report; any problem is invalid input (exit 2).

@@ -194,8 +194,8 @@ impl PolicySet {
     /// The set of the projectcalico.org objects among `objects` (others are left out). Tiers that
     /// policies name but no object defines are the ones Calico itself creates (`default`, order
     /// 1000000) or the Calico Enterprise operator creates (`allow-tigera`, order 100, Pass);
-    /// any other is an error.
-    pub fn from_objects(objects: &[Sourced<'_>]) -> Result<PolicySet, String> {
+    /// any other is an error, with the file of the object at fault.
+    pub fn from_objects(objects: &[Sourced<'_>]) -> Result<PolicySet, (PathBuf, String)> {
         let mut set = PolicySet::default();
         for (v, file) in objects.iter().filter(|(v, _)| is_calico_object(v)) {
             let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -204,7 +204,7 @@ impl PolicySet {
                 let default_action = if v["spec"]["defaultAction"] == "Pass" { Action::Pass } else { Action::Deny };
                 set.tiers.push(Tier { name, order: v["spec"]["order"].as_f64(), default_action, origin: file.display().to_string() });
             } else {
-                set.policies.push(policy(v, file).map_err(|e| format!("{}: {e}", at()))?);
+                set.policies.push(policy(v, file).map_err(|e| (file.clone(), format!("{}: {e}", at())))?);
             }
         }
         for (implicit, order, action, why) in [
@@ -216,7 +216,7 @@ impl PolicySet {
             }
         }
         if let Some(p) = set.policies.iter().find(|p| !set.tiers.iter().any(|t| t.name == p.tier)) {
-            return Err(format!("{} ({}) is in tier `{}`, which no applied object defines", p.object_name(), p.file.display(), p.tier));
+            return Err((p.file.clone(), format!("{} ({}) is in tier `{}`, which no applied object defines", p.object_name(), p.file.display(), p.tier)));
         }
         let key = |order: Option<f64>| order.unwrap_or(f64::INFINITY);
         set.tiers.sort_by(|a, b| key(a.order).total_cmp(&key(b.order)).then_with(|| a.name.cmp(&b.name)));

@@ -62,7 +62,7 @@ pub fn offline(root: &Path, profile: &Profile, rendered: &RenderedSet) -> Result
     let sourced = |s: &[Subject]| -> Vec<(Value, PathBuf)> { s.iter().map(|s| (s.value.clone(), s.file.clone())).collect() };
     let set = |objects: &[(Value, PathBuf)]| {
         let refs: Vec<Sourced<'_>> = objects.iter().map(|(v, f)| (v, f.clone())).collect();
-        PolicySet::from_objects(&refs).map_err(|message| InvalidInput(vec![InputProblem { at: crate::input::whole_file(&profile.file), field: "spec.tier".into(), message }]))
+        PolicySet::from_objects(&refs).map_err(|(file, message)| InvalidInput(vec![InputProblem { at: crate::input::whole_file(&file), field: "spec.tier".into(), message }]))
     };
     let with_render = set(&sourced(&all))?;
     let without_render = set(&sourced(&ours))?;

@@ -37,3 +37,35 @@ fn a_render_calico_refuses_is_exit_2_naming_the_field() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("globalnetworkpolicy.yaml:28: field `spec.ingress[1].action`: GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: [calico: action] invalid action `Accept`"), "{out}");
 }
+
+/// `fixtures/rendered/` with the GlobalNetworkPolicy's first `from` replaced by `to`.
+fn render_with(from: &str, to: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["podmonitor.yaml", "globalnetworkpolicy.yaml", "envoyproxy.yaml"] {
+        let text = std::fs::read_to_string(root.join("fixtures/rendered").join(f)).unwrap();
+        std::fs::write(dir.path().join(f), if f == "globalnetworkpolicy.yaml" { text.replacen(from, to, 1) } else { text }).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn validate_accepts_a_policy_for_the_wrong_namespace_and_shows_the_flow_a_run_would_fail() {
+    let dir = render_with("projectcalico.org/name == 'tigera-prometheus'", "projectcalico.org/name == 'monitoring'");
+    let out = waf_e2e(&["validate", "--profile", "oss", "--rendered", dir.path().to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "Calico accepts it: {text}");
+    assert!(text.contains("policy (offline): tigera-prometheus/prometheus-waf-e2e-0 -> envoy-gateway-system/"), "{text}");
+    assert!(text.contains(":19001 (TCP) must be allowed by the render, and the policies deny it"), "{text}");
+}
+
+#[test]
+fn validate_refuses_a_policy_in_a_tier_nothing_defines() {
+    let dir = render_with("name: allow-tigera.waf-gateway-proxy-metrics\nspec:\n  tier: allow-tigera\n", "name: ghost.waf-gateway-proxy-metrics\nspec:\n  tier: ghost\n");
+    let out = waf_e2e(&["validate", "--profile", "oss", "--rendered", dir.path().to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let file = dir.path().join("globalnetworkpolicy.yaml");
+    let want = format!("{}: field `spec.tier`: GlobalNetworkPolicy ghost.waf-gateway-proxy-metrics ({}) is in tier `ghost`, which no applied object defines", file.display(), file.display());
+    assert!(text.contains(&want), "{text}");
+}

@@ -166,6 +166,7 @@ fn a_rule_that_needs_a_cluster_is_not_decided_offline() {
 fn a_policy_in_a_tier_nothing_defines_is_an_error_naming_it() {
     let objects = [(policy("ghost.p", "ghost", 1.0, json!({})), PathBuf::from("t.yaml"))];
     let refs: Vec<Sourced<'_>> = objects.iter().map(|(v, f)| (v, f.clone())).collect();
-    let err = PolicySet::from_objects(&refs).unwrap_err();
+    let (file, err) = PolicySet::from_objects(&refs).unwrap_err();
+    assert_eq!(file, PathBuf::from("t.yaml"));
     assert!(err.contains("GlobalNetworkPolicy ghost.p (t.yaml) is in tier `ghost`"), "{err}");
 }

@@ -81,7 +81,7 @@ async fn blame(client: &Client, probe: &ScrapeProbe, http: &reqwest::Client, tar
     let proxy = endpoint_from(client, pod).await?;
     let last_error = down[0]["lastError"].as_str().unwrap_or("").to_string();
     let refs: Vec<Sourced<'_>> = probe.policies.iter().map(|(v, f)| (v, f.clone())).collect();
-    let set = PolicySet::from_objects(&refs).map_err(|e| anyhow!(e))?;
+    let set = PolicySet::from_objects(&refs).map_err(|(_, e)| anyhow!(e))?;
     let trace = evaluate(&set, &Flow { source: &prometheus, destination: &proxy, protocol: 6, port: PROXY_STATS_PORT }).map_err(|e| anyhow!(e))?;
     if trace.verdict() == Action::Allow {
         return Ok(None);
