@@ -547,6 +547,10 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
                     // The resource under test kept the stack from working (e.g. a GlobalNetworkPolicy
                     // that keeps Prometheus out): every scenario fails with that reason.
                     HarnessError::ResourceBroken(broken) => {
+                        // Next to what the stack observed, the offline verdict of the scrape flow.
+                        if let Some(scrape) = policy.as_ref().and_then(|p| p.scrape()) {
+                            progress.note(&format!("policy (offline) for the scrape: {}", scrape.property()));
+                        }
                         let outcomes = runner::failed_by(&scenarios, &broken.to_string());
                         print!("{}", report::summary_table(&outcomes));
                         let _ = write_reports(&reports, &info, &outcomes, &progress);
