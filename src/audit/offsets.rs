@@ -47,6 +47,19 @@ pub fn split_complete_lines(from: u64, bytes: &[u8]) -> (Vec<String>, u64) {
     (lines, from + last_nl as u64 + 1)
 }
 
+/// The complete lines of `source` (the whole file, `bytes`) after `cursor`'s offset for it, each
+/// tagged with `source`; a file that shrank below the cursor (rotated, truncated) is read from 0.
+pub fn lines_after(cursor: &AuditCursor, source: &str, bytes: &[u8]) -> AuditLines {
+    let offset = cursor.0.get(source).copied().unwrap_or(0);
+    let read = plan_read(offset, bytes.len() as u64);
+    if read.rotated {
+        tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
+    }
+    let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
+    let (lines, _) = split_complete_lines(read.from, &bytes[from..]);
+    AuditLines { lines: lines.into_iter().map(|l| (source.to_string(), l)).collect() }
+}
+
 /// The cursor for a tail read starting at byte `from`: just after its last complete line.
 pub fn align_cursor(from: u64, bytes: &[u8]) -> u64 {
     split_complete_lines(from, bytes).1
@@ -105,6 +118,15 @@ mod tests {
         assert_eq!(plan_read(500, 500), ReadPlan { from: 500, rotated: false });
         assert_eq!(plan_read(500, 120), ReadPlan { from: 0, rotated: true });
         assert_eq!(plan_read(0, 0), ReadPlan { from: 0, rotated: false });
+    }
+
+    #[test]
+    fn lines_after_a_cursor_are_the_complete_new_ones_and_a_shrunk_file_is_read_whole() {
+        let cursor = AuditCursor([("log".to_string(), 4)].into());
+        let tagged = |lines: &[&str]| lines.iter().map(|l| ("log".to_string(), l.to_string())).collect::<Vec<_>>();
+        assert_eq!(lines_after(&cursor, "log", b"old\nnew\npart").lines, tagged(&["new"]));
+        assert_eq!(lines_after(&cursor, "log", b"ab\n").lines, tagged(&["ab"]), "rotated below the cursor");
+        assert_eq!(lines_after(&cursor, "other", b"x\n").lines, vec![("other".to_string(), "x".to_string())], "no cursor: from 0");
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub struct Policy {
     pub rules: RuleSet,
 }
 
-/// The WAF engine mode (SecRuleEngine).
+/// The WAF engine mode (SecRuleEngine). Write `"On"` quoted: YAML 1.1 readers (PyYAML, yamllint's
+/// default `truthy` rule, Go's yaml.v2) read a plain `On` as the boolean `true`, which this schema
+/// rejects; waf-e2e reads YAML 1.2 and accepts both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum Mode {
     /// Interrupt matching requests.
@@ -126,11 +128,32 @@ pub struct Request {
     /// The status every send must get back.
     #[schemars(with = "u16")]
     pub expect_status: Spanned<u16>,
-    /// Per filter flavour: whether every send must reach the backend complete (`true`) or never
-    /// complete (`false`); whether the headers alone got there depends on Envoy's connection pool
-    /// and is never asserted. A flavour without an entry is reported as not checked.
+    /// Whether every send must reach the backend complete (`true`) or never complete (`false`):
+    /// one value for every filter flavour, or a map per flavour. Whether the headers alone got
+    /// there depends on Envoy's connection pool and is never asserted.
     #[serde(default)]
-    pub reaches_backend: BTreeMap<String, bool>,
+    pub reaches_backend: Option<ReachesBackend>,
+}
+
+/// `reaches_backend`: a plain boolean for every filter flavour, or a value per flavour.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReachesBackend {
+    /// The same for every filter flavour.
+    Every(bool),
+    /// Per filter flavour (`{stand-in: true, coraza-proxy-wasm-release: false}`); a flavour without
+    /// an entry is reported as not checked.
+    PerFlavour(BTreeMap<String, bool>),
+}
+
+impl ReachesBackend {
+    /// The value for `flavour`; `None` when a per-flavour map has no entry for it.
+    pub fn for_flavour(&self, flavour: &str) -> Option<bool> {
+        match self {
+            ReachesBackend::Every(reach) => Some(*reach),
+            ReachesBackend::PerFlavour(by_flavour) => by_flavour.get(flavour).copied(),
+        }
+    }
 }
 
 fn default_method() -> String {

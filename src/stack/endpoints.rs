@@ -293,14 +293,7 @@ impl Stack for EndpointsStack {
 
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
         let (source, bytes) = self.read_audit().await?;
-        let offset = cursor.0.get(&source).copied().unwrap_or(0);
-        let read = crate::audit::offsets::plan_read(offset, bytes.len() as u64);
-        if read.rotated {
-            tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
-        }
-        let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::audit::offsets::split_complete_lines(read.from, &bytes[from..]);
-        Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
+        Ok(crate::audit::offsets::lines_after(cursor, &source, &bytes))
     }
 
     async fn raw_stats(&self) -> Result<String> {

@@ -59,16 +59,13 @@ impl LocalStack {
 
     /// Whether a scenario of this name is installed now (an attached run must not take over another's).
     pub async fn is_installed(&self, scenario: &str) -> bool {
-        self.routes.lock().await.contains_key(scenario)
+        self.routes.contains(scenario)
     }
 
     /// Removes the scenario `name` if it is installed (an attached run knows it by name).
     pub async fn remove_named(&self, name: &str) -> Result<()> {
-        let mut routes = self.routes.lock().await;
-        if routes.remove(name).is_some() {
-            let all: Vec<_> = routes.values().cloned().collect();
-            let envoy = self.envoy.lock().await;
-            envoy.as_ref().context("Envoy was shut down")?.set_routes(&all).await.with_context(|| format!("remove scenario {name}'s route from Envoy"))?;
+        if self.routes.contains(name) {
+            self.change_routes(super::routes::Change::Remove(name.to_string())).await.with_context(|| format!("remove scenario {name}'s route from Envoy"))?;
         }
         Ok(())
     }
@@ -153,7 +150,7 @@ impl LocalStack {
     /// need the old process's shared memory and `--restart-epoch` handover for nothing.
     async fn restart_envoy(&self, opts: &super::LocalOptions, next: &Parts) -> Result<()> {
         // Routes before Envoy, the order install_scenario locks them in.
-        let routes = self.routes.lock().await;
+        let held = self.routes.hold().await;
         let mut envoy = self.envoy.lock().await;
         let old = envoy.take().context("Envoy was shut down")?;
         let ports = old.ports();
@@ -163,11 +160,10 @@ impl LocalStack {
         if let Some(target) = started.scrape_address() {
             *self.scrape_target.lock().await = target.to_string();
         }
-        let routes: Vec<_> = routes.values().cloned().collect();
-        if !routes.is_empty() {
-            started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
+        if !held.routes.is_empty() {
+            started.set_routes(&held.routes).await.context("install the current routes in the restarted Envoy")?;
         }
-        *envoy = Some(started);
+        *envoy = Some(std::sync::Arc::new(started));
         Ok(())
     }
 }
