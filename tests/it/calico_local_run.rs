@@ -4,20 +4,10 @@
 //! CLI run per broken render (each local start costs seconds).
 #![cfg(feature = "reference-proxy")]
 
-use crate::{binary, common};
+use crate::binary;
+use crate::policy_trace::render_with;
 use binary::waf_e2e;
 use serde_json::Value;
-
-/// `fixtures/rendered/` with the first `from` of its GlobalNetworkPolicy replaced by `to`.
-fn render_with_policy(from: &str, to: &str) -> (tempfile::TempDir, tempfile::TempDir) {
-    let text = std::fs::read_to_string(common::root().join("fixtures/rendered/globalnetworkpolicy.yaml")).unwrap();
-    assert!(text.contains(from), "the fixture has no `{from}`: the test would break nothing");
-    let policy = tempfile::tempdir().unwrap();
-    let file = policy.path().join("globalnetworkpolicy.yaml");
-    std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
-    let rendered = common::rendered_with("globalnetworkpolicy.yaml", &file);
-    (policy, rendered)
-}
 
 /// Runs one scenario on the local stack with `rendered`; exit code, stdout+stderr, JSON report, JUnit.
 fn run(rendered: &std::path::Path) -> (Option<i32>, String, Value, String) {
@@ -36,7 +26,7 @@ fn flow<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[test]
 fn a_policy_admitting_prometheus_from_the_wrong_namespace_fails_the_run_with_the_target_down_naming_it() {
-    let (_p, rendered) = render_with_policy("projectcalico.org/name == 'tigera-prometheus'", "projectcalico.org/name == 'monitoring'");
+    let rendered = render_with("projectcalico.org/name == 'tigera-prometheus'", "projectcalico.org/name == 'monitoring'");
     let (code, text, report, junit) = run(rendered.path());
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: the scrape target of podMonitor/tigera-prometheus/tigera-waf-gateway-proxies/0 is down"), "{text}");
@@ -51,7 +41,7 @@ fn a_policy_admitting_prometheus_from_the_wrong_namespace_fails_the_run_with_the
 
 #[test]
 fn a_policy_whose_last_rule_denies_instead_of_passing_fails_the_run_naming_the_policy_and_rule() {
-    let (_p, rendered) = render_with_policy("        ports:\n          - 19001\n    - action: Pass", "        ports:\n          - 19001\n    - action: Deny");
+    let rendered = render_with("        ports:\n          - 19001\n    - action: Pass", "        ports:\n          - 19001\n    - action: Deny");
     let (code, text, report, _) = run(rendered.path());
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: "), "{text}");

@@ -38,13 +38,15 @@ fn a_render_calico_refuses_is_exit_2_naming_the_field() {
     assert!(out.contains("globalnetworkpolicy.yaml:28: field `spec.ingress[1].action`: GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics: [calico: action] invalid action `Accept`"), "{out}");
 }
 
-/// `fixtures/rendered/` with the GlobalNetworkPolicy's first `from` replaced by `to`.
-fn render_with(from: &str, to: &str) -> tempfile::TempDir {
+/// `fixtures/rendered/` with the GlobalNetworkPolicy's first `from` (which must occur) replaced by `to`.
+pub(crate) fn render_with(from: &str, to: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for f in ["podmonitor.yaml", "globalnetworkpolicy.yaml", "envoyproxy.yaml"] {
         let text = std::fs::read_to_string(root.join("fixtures/rendered").join(f)).unwrap();
-        std::fs::write(dir.path().join(f), if f == "globalnetworkpolicy.yaml" { text.replacen(from, to, 1) } else { text }).unwrap();
+        let is_policy = f == "globalnetworkpolicy.yaml";
+        assert!(!is_policy || text.contains(from), "the fixture has no `{from}`: the test would break nothing");
+        std::fs::write(dir.path().join(f), if is_policy { text.replacen(from, to, 1) } else { text }).unwrap();
     }
     dir
 }
