@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `list`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
+//! The command line: `run`, `validate`, `list`, `scrape-config`, `policy-trace`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
 use crate::outcome::Outcome;
@@ -54,6 +54,8 @@ pub enum Command {
         #[arg(long = "schemas")]
         schemas: Vec<PathBuf>,
     },
+    /// Print, for one flow between the run's pods, each Calico tier, policy and rule considered, and the verdict.
+    PolicyTrace(crate::stack::policy::trace::PolicyTraceArgs),
     /// Print the JSON Schema of scenario files (generated from the scenario model), for editors and CI.
     Schema,
     /// List the scenarios with their tags and the capabilities they need.
@@ -379,10 +381,14 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             if matches!(opts.kind, StackKind::Kind | StackKind::Cluster) {
                 let plan = crate::stack::kind::plan::build_plan(&opts.cluster_opts(), &scenarios).map_err(HarnessError::classify)?;
                 print!("{plan}");
-                return schema_verdict(crate::stack::kind::validate::check_plan(&plan, &schemas).map_err(HarnessError::classify)?);
+                return checked_plan(&plan, &schemas, SchemaCheck::Optional);
             }
             let plan = crate::stack::describe::plan_text(&opts, &scenarios).map_err(HarnessError::classify)?;
             print!("{plan}");
+            Ok(())
+        }
+        Command::PolicyTrace(args) => {
+            print!("{}", crate::stack::policy::trace::policy_trace(&args).map_err(HarnessError::classify)?);
             Ok(())
         }
         Command::Schema => {
@@ -420,17 +426,37 @@ fn validate_profile(paths: Vec<PathBuf>, profile: String, rendered: PathBuf, sch
     let opts = crate::stack::kind::ClusterOpts { profile, rendered, run_id: Some("validate".into()), ..Default::default() };
     let plan = crate::stack::kind::plan::build_plan(&opts, &scenarios).map_err(HarnessError::classify)?;
     println!("{} scenario file(s) valid", scenarios.len());
-    let report = crate::stack::kind::validate::check_plan(&plan, schemas).map_err(HarnessError::classify)?;
-    // `plan` shows the steps and may go without schemas; `validate --profile` exists to run the
-    // schema check, so passing without it would be a pass nothing earned.
-    if report.schema_not_run > 0 && report.problems.is_empty() {
-        print!("{report}");
+    checked_plan(&plan, schemas, SchemaCheck::Required)
+}
+
+/// Whether a command may pass while the schema check of some objects did not run (no CRDs at hand).
+#[derive(PartialEq)]
+enum SchemaCheck {
+    /// `plan` shows the steps and says the check did not run.
+    Optional,
+    /// `validate --profile` exists to run it: passing without it would be a pass nothing earned.
+    Required,
+}
+
+/// The offline check of a cluster plan (schemas and Calico's validation), then the offline verdict
+/// of the rendered GlobalNetworkPolicy's flows: shown, not a verdict here (a run fails on them).
+fn checked_plan(plan: &crate::stack::kind::plan::Plan, schemas: &[PathBuf], schema_check: SchemaCheck) -> Result<(), HarnessError> {
+    let report = crate::stack::kind::validate::check_plan(plan, schemas).map_err(HarnessError::classify)?;
+    let clean = report.problems.is_empty();
+    let schema_not_run = report.schema_not_run;
+    let verdict = schema_verdict(report);
+    match crate::stack::policy::offline(&plan.root, &plan.profile, &plan.rendered) {
+        Ok(policy) => policy.lines().iter().for_each(|l| println!("{l}")),
+        // Anything the report did not already name (a policy in a tier nothing defines).
+        Err(e) if clean => return Err(HarnessError::classify(e)),
+        Err(_) => {}
+    }
+    if clean && schema_not_run > 0 && schema_check == SchemaCheck::Required {
         return Err(HarnessError::Usage(format!(
-            "validate --profile: the schema check of {} object(s) did not run (see above): pass --schemas DIR, or fill the cache with one online run",
-            report.schema_not_run
+            "validate --profile: the schema check of {schema_not_run} object(s) did not run (see above): pass --schemas DIR, or fill the cache with one online run"
         )));
     }
-    schema_verdict(report)
+    verdict
 }
 
 /// Prints a schema check's report; any problem is invalid input (exit 2).
@@ -499,7 +525,28 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         started_at,
         duration: std::time::Duration::ZERO,
         interrupted: None,
+        policy: Vec::new(),
     };
+    // Calico's validation and the rendered GlobalNetworkPolicy's flows, offline, before anything starts.
+    let policy = crate::stack::policy::for_run(&opts).map_err(HarnessError::classify)?;
+    if let Some(policy) = &policy {
+        policy.lines().iter().for_each(|l| progress.note(l));
+        info.policy = policy.verdicts.clone();
+        if let Some(broken) = policy.data_plane_broken() {
+            info.duration = started.elapsed();
+            let outcomes = runner::failed_by(&scenarios, &broken.to_string());
+            print!("{}", report::summary_table(&outcomes));
+            let _ = write_reports(&reports, &info, &outcomes, &progress);
+            return Err(HarnessError::ResourceBroken(broken));
+        }
+        if policy.scrape().is_some_and(|v| !v.ok) {
+            progress.note(match kind {
+                StackKind::Local if !args.attach => "policy (offline): the policies deny Prometheus the proxy's metrics port; the local stack gives Prometheus no reachable target, as a cluster would",
+                StackKind::Local => "policy (offline): the policies deny Prometheus the proxy's metrics port; an attached stack keeps its own scrape target (not enforced)",
+                _ => "policy (offline): the policies deny Prometheus the proxy's metrics port; the cluster's later-tier deny will show it as a scrape target down",
+            });
+        }
+    }
     let stack = tokio::select! {
         stack = start_or_attach(&args, &opts, &scenarios, &progress) => match stack {
             Ok(stack) => stack,
@@ -515,6 +562,10 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
                     // The resource under test kept the stack from working (e.g. a GlobalNetworkPolicy
                     // that keeps Prometheus out): every scenario fails with that reason.
                     HarnessError::ResourceBroken(broken) => {
+                        // Next to what the stack observed, the offline verdict of the scrape flow.
+                        if let Some(scrape) = policy.as_ref().and_then(|p| p.scrape()) {
+                            progress.note(&format!("policy (offline) for the scrape: {}", scrape.property()));
+                        }
                         let outcomes = runner::failed_by(&scenarios, &broken.to_string());
                         print!("{}", report::summary_table(&outcomes));
                         let _ = write_reports(&reports, &info, &outcomes, &progress);

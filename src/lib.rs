@@ -17,6 +17,7 @@ pub mod assert;
 #[cfg(feature = "reference-proxy")]
 pub mod attach;
 pub mod audit;
+pub mod calico;
 pub mod cli;
 pub mod container;
 pub mod contract;

@@ -120,7 +120,7 @@ pub fn parse_podmonitor(path: &Path, text: &str) -> Result<PodMonitor, InvalidIn
 /// Splits a multi-document stream at `---` lines; yields (0-based line offset, document text).
 /// A line starting with `---` followed by a blank or the end is always a document marker in YAML,
 /// even inside a block scalar, so the split is exact. Documents holding only comments are skipped.
-fn split_documents(text: &str) -> Vec<(u64, &str)> {
+pub fn split_documents(text: &str) -> Vec<(u64, &str)> {
     let mut starts = vec![(0u64, 0usize)];
     let mut pos = 0usize;
     for (i, line) in text.split_inclusive('\n').enumerate() {

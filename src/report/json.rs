@@ -34,6 +34,9 @@ pub struct JsonReport {
     pub duration_ms: u64,
     /// The signal that interrupted the run, if one did.
     pub interrupted: Option<String>,
+    /// The offline Calico verdicts of the rendered GlobalNetworkPolicy's flows (added in v1; empty
+    /// when the stack applies no policy).
+    pub policy: Vec<crate::calico::flows::FlowVerdict>,
     /// How many scenarios ended each way.
     pub totals: Totals,
     /// One entry per scenario, in the scenarios' order.
@@ -157,6 +160,7 @@ pub fn build_json(info: &RunInfo, outcomes: &[Outcome]) -> JsonReport {
         started_at: info.started_at.to_rfc3339(),
         duration_ms: ms(info.duration),
         interrupted: info.interrupted.clone(),
+        policy: info.policy.clone(),
         totals,
         scenarios,
     }
@@ -218,6 +222,15 @@ mod tests {
         assert_eq!(s["audit_latency_ms"], 1300);
         let plain = serde_json::to_value(build_json(&info(), &[outcome("ok", Verdict::Passed)])).unwrap();
         assert_eq!(plain["scenarios"][0]["not_checked"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_flow_verdicts_are_in_the_report_with_blame_and_problem_when_failed() {
+        let info = RunInfo { policy: crate::report::junit::tests::policy(), ..info() };
+        let v = serde_json::to_value(build_json(&info, &[outcome("x", Verdict::Passed)])).unwrap();
+        assert_eq!(v["policy"][0]["id"], "proxy_to_backend");
+        assert_eq!((&v["policy"][0]["ok"], &v["policy"][0]["expected"], &v["policy"][0]["blame"]), (&serde_json::json!(true), &serde_json::json!("unchanged"), &serde_json::Value::Null));
+        assert_eq!((&v["policy"][1]["ok"], &v["policy"][1]["blame"]), (&serde_json::json!(false), &serde_json::json!("GlobalNetworkPolicy allow-tigera.x")));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
         suite.extra.insert("hostname".into(), host.as_str().into());
     }
     suite.add_properties(info.properties().into_iter().map(|(k, v)| Property::new(k, v)));
+    suite.add_properties(info.policy.iter().map(|v| Property::new(format!("policy.{}", v.id), v.property())));
     for o in outcomes {
         let status = match &o.verdict {
             Verdict::Passed => TestCaseStatus::success(),
@@ -92,6 +93,7 @@ pub(crate) mod tests {
             started_at: chrono::DateTime::parse_from_rfc3339("2026-12-01T20:30:00+00:00").unwrap(),
             duration: Duration::from_secs(12),
             interrupted: Some("SIGINT".into()),
+            policy: Vec::new(),
         }
     }
 
@@ -111,6 +113,23 @@ pub(crate) mod tests {
         assert!(!xml.contains("name=\"filter\""), "an unknown filter is left out: {xml}");
         assert!(xml.contains("name=\"phase.install\" value=\"1.500\"") && xml.contains("name=\"phase.settle\" value=\"0.250\""), "{xml}");
         assert!(xml.contains("name=\"audit_latency\" value=\"0.040\""), "{xml}");
+    }
+
+    /// Two flow verdicts: one that holds, one that failed.
+    pub(crate) fn policy() -> Vec<crate::calico::flows::FlowVerdict> {
+        use crate::calico::flows::{Expectation, FlowVerdict};
+        let ok = FlowVerdict { id: "proxy_to_backend".into(), flow: "p -> b:8080 (TCP)".into(), expected: Expectation::Unchanged,
+            with_render: "Allow (ingress decided by the namespace profile)".into(), without_render: "Allow".into(), ok: true, blame: None, problem: None, undecided: None };
+        let failed = FlowVerdict { id: "prometheus_to_proxy_metrics".into(), ok: false, expected: Expectation::Allow, with_render: "Deny (...)".into(),
+            blame: Some("GlobalNetworkPolicy allow-tigera.x".into()), problem: Some("p -> x:19001 (TCP) must be allowed by the render".into()), ..ok.clone() };
+        vec![ok, failed]
+    }
+
+    #[test]
+    fn each_flow_verdict_is_a_suite_property_saying_ok_or_failed() {
+        let xml = render_junit(&RunInfo { policy: policy(), ..info() }, &[outcome("a", Verdict::Passed)]).unwrap();
+        assert!(xml.contains("name=\"policy.proxy_to_backend\" value=\"ok: Allow (ingress decided by the namespace profile)\""), "{xml}");
+        assert!(xml.contains("name=\"policy.prometheus_to_proxy_metrics\" value=\"FAILED: p -&gt; x:19001 (TCP) must be allowed by the render\""), "{xml}");
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct RunInfo {
     pub duration: std::time::Duration,
     /// The signal that interrupted the run, if one did.
     pub interrupted: Option<String>,
+    /// The offline Calico policy verdicts of the rendered GlobalNetworkPolicy's flows (empty when
+    /// the stack applies no policy).
+    pub policy: Vec<crate::calico::flows::FlowVerdict>,
 }
 
 impl RunInfo {

@@ -6,9 +6,10 @@
 //! `x-kubernetes-validations`, `core` the built-in kinds and every object's metadata; this module ties
 //! them together into a [`Report`] whose problems name object, file, field path and rule.
 //!
-//! Not covered (an API server would check them): admission webhooks and the Calico API server's own
-//! validation of projectcalico.org/v3 objects (selector syntax, tier name prefixes), and
-//! `x-kubernetes-validations` rules listed in the report as not evaluated.
+//! Not covered here (an API server would check them): admission webhooks, and
+//! `x-kubernetes-validations` rules listed in the report as not evaluated. The Calico API server's
+//! own validation of projectcalico.org/v3 objects is `crate::calico::validate`, added to the same
+//! report by the plan check.
 
 pub mod cel_rules;
 pub mod core;
@@ -40,6 +41,8 @@ pub struct Problem {
     pub object: String,
     /// The file the object comes from.
     pub file: PathBuf,
+    /// 1-based line of the field in the file, 0 when not known (schema problems, generated objects).
+    pub line: u64,
     /// Dotted field path, empty for the whole object.
     pub field: String,
     /// The schema rule that failed.
@@ -51,7 +54,8 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let field = if self.field.is_empty() { "(object)" } else { &self.field };
-        write!(f, "{} ({}): field `{field}`: [{}] {}", self.object, self.file.display(), self.rule, self.message)
+        let at = InputLocation { file: self.file.clone(), line: self.line, column: 0 };
+        write!(f, "{} ({at}): field `{field}`: [{}] {}", self.object, self.rule, self.message)
     }
 }
 
@@ -70,6 +74,8 @@ pub struct Report {
     pub cel_evaluated: usize,
     /// CEL rules not evaluated, with the object they belong to.
     pub cel_not_evaluated: Vec<(String, NotEvaluated)>,
+    /// Objects Calico's own validation (libcalico-go v3.31 rules) checked, offline.
+    pub calico_validated: usize,
     /// Calico projectcalico.org/v3 objects checked against the crd.projectcalico.org spec.
     pub calico_backed: Vec<String>,
     /// What was deliberately not checked, and why.
@@ -111,7 +117,7 @@ pub fn check(subjects: &[Subject], index: &CrdIndex) -> Report {
     for s in subjects {
         let object = object_name(&s.value);
         let mut push = |field: String, rule: String, message: String| {
-            report.problems.push(Problem { object: object.clone(), file: s.file.clone(), field, rule, message });
+            report.problems.push(Problem { object: object.clone(), file: s.file.clone(), line: 0, field, rule, message });
         };
         let (Some(api_version), Some(kind)) = (s.value["apiVersion"].as_str(), s.value["kind"].as_str()) else {
             push(String::new(), "apiVersion/kind".into(), "no apiVersion or kind".into());
@@ -174,7 +180,7 @@ impl Report {
                 self.problems
                     .iter()
                     .map(|p| InputProblem {
-                        at: InputLocation { file: p.file.clone(), line: 0, column: 0 },
+                        at: InputLocation { file: p.file.clone(), line: p.line, column: 0 },
                         field: p.field.clone(),
                         message: format!("{}: [{}] {}", p.object, p.rule, p.message),
                     })
@@ -193,6 +199,9 @@ impl fmt::Display for Report {
             self.objects, self.crds, self.schema_files, self.problems.len(), self.cel_evaluated, self.cel_not_evaluated.len(),
             self.elapsed.as_secs_f64(), self.schema_load.as_secs_f64()
         )?;
+        if self.calico_validated > 0 {
+            writeln!(f, "  Calico validation (libcalico-go v3.31 rules, offline): {} object(s)", self.calico_validated)?;
+        }
         for p in &self.problems {
             writeln!(f, "  PROBLEM {p}")?;
         }

@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod kind;
 #[cfg(feature = "reference-proxy")]
 pub mod local;
+pub mod policy;
 
 use crate::audit::{AuditCursor, AuditLines};
 use crate::scenario::{Capability, Scenario};

@@ -7,6 +7,7 @@ mod binary;
 mod common;
 
 mod attach;
+mod calico_local_run;
 mod cli;
 mod cli_conventions;
 mod cli_local_run;
@@ -25,6 +26,7 @@ mod local_broken_render;
 mod local_negative;
 mod local_scenarios;
 mod module_graph;
+mod policy_trace;
 mod orphans;
 mod rendered_prometheus;
 mod rendered_prometheus_process;

@@ -168,3 +168,36 @@ fn plan_with_the_pinned_releases_crds_passes_and_exits_2_on_a_broken_render() {
     let want = "PodMonitor tigera-prometheus/tigera-waf-gateway-proxies (fixtures/rendered/podmonitor.yaml): field `metadata.labells`: [unknown field]";
     assert!(out.lines().any(|l| l.contains(want)), "no line with `{want}` in:\n{out}");
 }
+
+// Calico's own validation (libcalico-go v3.31 rules), on the three broken GlobalNetworkPolicies a
+// new user tried: the CRD schema accepts each, Calico's API server refuses each. Each line names
+// the file AND line, the object, the field and the rule.
+
+#[test]
+fn a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "        namespaceSelector: projectcalico.org/name == 'tigera-prometheus'\n",
+        "        namespaceSelector: projectcalico.org/name == 'tigera-prometheus'\n        nets: [0.0.0.0/0, '::/0']\n");
+    rejected("a_rule_with_both_an_ipv4_and_an_ipv6_cidr_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:25",
+        "spec.ingress[0].source.nets", "calico: CIDR");
+}
+
+#[test]
+fn a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "selector: app.kubernetes.io/name == 'prometheus'\n        namespaceSelector",
+        "selector: app.kubernetes.io/name == 'prometheus\n        namespaceSelector");
+    rejected("a_selector_with_an_unbalanced_quote_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:23",
+        "spec.ingress[0].source.selector", "calico: selector");
+}
+
+#[test]
+fn an_accept_action_is_refused_by_calicos_validation() {
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/globalnetworkpolicy.yaml", "    - action: Allow\n      protocol: TCP\n      source:", "    - action: Accept\n      protocol: TCP\n      source:");
+    rejected("an_accept_action_is_refused_by_calicos_validation", &copy, "oss",
+        "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics", "fixtures/rendered/globalnetworkpolicy.yaml:20",
+        "spec.ingress[0].action", "calico: action");
+}

@@ -4,7 +4,6 @@
 //! steps, the `Stack` methods run the scenario steps, `shutdown` the teardown. `waf-e2e plan` prints them.
 
 pub mod cache;
-pub mod calico_policy;
 pub mod cluster;
 pub mod doctor;
 pub mod objects;

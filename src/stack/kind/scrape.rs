@@ -5,8 +5,11 @@
 //!
 //! NOT RUN against a real cluster here: the decision is tested against the mock API service.
 
-use super::calico_policy::{evaluate_tier, Direction, Endpoint, Labels, TierVerdict};
 use super::plan::PROXY_STATS_PORT;
+use crate::calico::flows::{blame as blame_rendered, passed_note};
+use crate::calico::model::{Action, PolicySet, Sourced};
+use crate::calico::selector::Labels;
+use crate::calico::tiers::{evaluate, Endpoint, Flow};
 use super::steps::target_up;
 use crate::error::BrokenResource;
 use crate::wait;
@@ -30,8 +33,10 @@ pub struct ScrapeProbe {
     pub prometheus_pod: (String, String),
     /// The proxy pods (namespace, label selector).
     pub proxies: (String, String),
-    /// The rendered GlobalNetworkPolicies (projectcalico.org/v3), as applied.
-    pub policies: Vec<Value>,
+    /// Every projectcalico.org/v3 object applied (the profile's tiers and policies, the render), with its file.
+    pub policies: Vec<(Value, std::path::PathBuf)>,
+    /// Object names of the rendered policies among them (`GlobalNetworkPolicy name`).
+    pub rendered: Vec<String>,
 }
 
 /// Waits until the pool has a target up; on timeout, a [`BrokenResource`] naming the rendered
@@ -75,28 +80,20 @@ async fn blame(client: &Client, probe: &ScrapeProbe, http: &reqwest::Client, tar
     let pod = pods.items.first().ok_or_else(|| anyhow!("no proxy pod matches {selector} in {xns}"))?;
     let proxy = endpoint_from(client, pod).await?;
     let last_error = down[0]["lastError"].as_str().unwrap_or("").to_string();
-    let names: Vec<String> = probe.policies.iter().filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str)).map(String::from).collect();
-    let ingress = evaluate_tier(&probe.policies, Direction::Ingress, &prometheus, &proxy, PROXY_STATS_PORT, "metrics").map_err(|e| anyhow!(e))?;
-    let egress = evaluate_tier(&probe.policies, Direction::Egress, &prometheus, &proxy, PROXY_STATS_PORT, "metrics").map_err(|e| anyhow!(e))?;
+    let refs: Vec<Sourced<'_>> = probe.policies.iter().map(|(v, f)| (v, f.clone())).collect();
+    let set = PolicySet::from_objects(&refs).map_err(|(_, e)| anyhow!(e))?;
+    let trace = evaluate(&set, &Flow { source: &prometheus, destination: &proxy, protocol: 6, port: PROXY_STATS_PORT }).map_err(|e| anyhow!(e))?;
+    if trace.verdict() == Action::Allow {
+        return Ok(None);
+    }
     let observed = format!(
         "the scrape target of {} stayed down ({}) while the proxy answers /stats/prometheus through a port-forward (which crosses no network policy)",
         probe.pool,
         if last_error.is_empty() { "no lastError".to_string() } else { format!("lastError: {last_error}") }
     );
     let conn = format!("Prometheus pod {} to TCP {PROXY_STATS_PORT} of proxy pod {}", prometheus.name, proxy.name);
-    let (resource, problem) = match (&ingress, &egress) {
-        (TierVerdict::Allowed { .. }, TierVerdict::Allowed { .. } | TierVerdict::Passed { .. } | TierVerdict::NotSelected) => return Ok(None),
-        (TierVerdict::Allowed { .. }, TierVerdict::Denied { policy, rule }) => (policy.clone(), format!("its egress[{rule}] denies {conn}")),
-        (TierVerdict::Allowed { .. }, TierVerdict::Unmatched { policies }) => (policies.join(", "), format!("no egress rule matches {conn}: the end of its tier denies it")),
-        (TierVerdict::Passed { policy, rule }, _) => (policy.clone(), format!("it does not allow {conn}: its ingress[{rule}] passes it on, and a later tier denies the metrics port")),
-        (TierVerdict::Denied { policy, rule }, _) => (policy.clone(), format!("its ingress[{rule}] denies {conn}")),
-        (TierVerdict::Unmatched { policies }, _) => (policies.join(", "), format!("no ingress rule matches {conn}: the end of its tier denies it")),
-        (TierVerdict::NotSelected, _) => (
-            if names.is_empty() { "(none rendered)".into() } else { names.join(", ") },
-            format!("no rendered GlobalNetworkPolicy selects the proxy pod {} for ingress, so nothing allows {conn} before the later tier denies it", proxy.name),
-        ),
-    };
-    Ok(Some(BrokenResource { resource: format!("GlobalNetworkPolicy {resource}"), problem: format!("{observed}; {problem}") }))
+    let problem = format!("{observed}; the policies deny {conn}: {}{}", trace.summary(), passed_note(&trace, &probe.rendered));
+    Ok(Some(BrokenResource { resource: blame_rendered(&trace, &probe.rendered), problem }))
 }
 
 async fn endpoint_of(client: &Client, ns: &str, name: &str) -> Result<Endpoint> {
@@ -108,7 +105,12 @@ async fn endpoint_from(client: &Client, pod: &Pod) -> Result<Endpoint> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.with_context(|| format!("get namespace {ns}"))?;
     let labels = |l: &Option<std::collections::BTreeMap<String, String>>| -> Labels { l.clone().unwrap_or_default() };
-    Ok(Endpoint::new(&ns, pod.metadata.name.as_deref().unwrap_or("?"), labels(&pod.metadata.labels), labels(&namespace.metadata.labels)))
+    let spec = pod.spec.as_ref();
+    let ports: Vec<(String, u16)> = spec.into_iter().flat_map(|s| &s.containers).flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?))).collect();
+    let ports: Vec<(&str, u16)> = ports.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let service_account = spec.and_then(|s| s.service_account_name.as_deref());
+    Ok(Endpoint::pod(&ns, pod.metadata.name.as_deref().unwrap_or("?"), labels(&pod.metadata.labels), labels(&namespace.metadata.labels), service_account, &ports))
 }
 
 #[cfg(test)]

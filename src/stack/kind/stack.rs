@@ -304,11 +304,20 @@ async fn run_wait(client: &Client, w: &WaitSpec, timeout: Duration, forwards: &B
                 pool: pool.clone(),
                 prometheus_pod: (plan.profile.prometheus.namespace.clone(), format!("prometheus-{}-0", plan.profile.prometheus.name)),
                 proxies: (plan.profile.gateway.proxy_namespace.clone(), plan.proxy_selector()),
-                policies: plan.rendered.documents.iter().filter(|d| d.kind == "GlobalNetworkPolicy").map(|d| d.value.clone()).collect(),
+                policies: applied_calico_objects(plan)?,
+                rendered: plan.rendered.documents.iter().filter(|d| crate::calico::validate::is_calico_object(&d.value) && d.kind != "Tier")
+                    .map(|d| crate::schema::object_name(&d.value)).collect(),
             };
             target_up_or_blame(client, &probe, timeout).await
         }
     }
+}
+
+/// The projectcalico.org objects a run of `plan` applies (the profile's files, the render), with their files.
+fn applied_calico_objects(plan: &Plan) -> Result<Vec<(serde_json::Value, std::path::PathBuf)>> {
+    let profile = crate::stack::policy::profile_objects(&plan.root, &plan.profile)?;
+    let render = plan.rendered.documents.iter().map(|d| crate::schema::Subject { file: d.file.clone(), value: d.value.clone() });
+    Ok(profile.into_iter().chain(render).filter(|s| crate::calico::validate::is_calico_object(&s.value)).map(|s| (s.value, s.file)).collect())
 }
 
 /// Polls every WAF policy of `objects` until its controller took it: an EnvoyExtensionPolicy Accepted by

@@ -90,10 +90,15 @@ pub fn check_plan(plan: &Plan, schemas: &[PathBuf]) -> Result<Report> {
         if schemas.is_empty() { cached_schemas(plan, &wanted)? } else { (CrdIndex::load_wanted(schemas, Some(&wanted))?, Vec::new()) }
     };
     let schema_load = loading.elapsed();
+    // Calico's own validation needs no schema: every Calico object, cached releases or not.
+    let calico_problems = crate::calico::problems(&subjects, &plan.root);
+    let calico_validated = crate::calico::count(&subjects);
     let (unchecked, checked): (Vec<Subject>, Vec<Subject>) =
         subjects.into_iter().partition(|s| !uncached.is_empty() && crd_not_found(&index, &s.value));
     let mut report = schema::check(&checked, &index);
     report.problems.extend(metadata_problems(&unchecked));
+    report.problems.extend(calico_problems);
+    report.calico_validated = calico_validated;
     if unchecked.is_empty() {
         let cache = plan.cache.dir().display();
         not_checked.extend(uncached.iter().map(|m| format!("no schemas from {m}: not cached in {cache} (a run downloads it; or pass --schemas DIR)")));
@@ -115,7 +120,7 @@ fn crd_not_found(index: &CrdIndex, object: &Value) -> bool {
 
 /// What an API server checks of any object's metadata (name, fields), for objects whose schema is not at hand.
 fn metadata_problems(subjects: &[Subject]) -> Vec<Problem> {
-    let problem = |s: &Subject, f: schema::structural::Finding| Problem { object: schema::object_name(&s.value), file: s.file.clone(), field: f.field, rule: f.rule, message: f.message };
+    let problem = |s: &Subject, f: schema::structural::Finding| Problem { object: schema::object_name(&s.value), file: s.file.clone(), line: 0, field: f.field, rule: f.rule, message: f.message };
     subjects.iter().flat_map(|s| schema::core::check_metadata(&s.value, None).into_iter().map(move |f| problem(s, f))).collect()
 }
 

@@ -8,6 +8,7 @@
 
 pub mod echo;
 mod parts;
+mod policy_enforcement;
 mod reload;
 mod routes;
 
@@ -154,7 +155,12 @@ impl LocalStack {
         };
         let filter = FilterInfo { envoy_version: Some(envoy_version), ..filter };
         let scrape_target = envoy.scrape_address().map(str::to_string).with_context(|| format!("{} disables the Prometheus endpoint (spec.telemetry.metrics.prometheus.disable), so no proxy can be scraped", parts.launch.source))?;
-        let prometheus_config = parts.scrape_config(&scrape_target, opts.scrape_interval)?;
+        // Calico's verdict on Prometheus -> the proxy's metrics port: when the policies deny it, a
+        // cluster's Prometheus sees the target down, so this one is given a target that refuses.
+        let policy = crate::stack::policy::offline(&opts.root, &parts.profile, &parts.rendered)?;
+        let denied = policy.scrape().filter(|v| !v.ok).cloned();
+        let prometheus_target = if denied.is_some() { policy_enforcement::refused_target(&scrape_target)? } else { scrape_target.clone() };
+        let prometheus_config = parts.scrape_config(&prometheus_target, opts.scrape_interval)?;
         let prometheus_runtime = match &docker {
             Some(session) => crate::prometheus::PrometheusRuntime::Container(session.clone()),
             None => crate::prometheus::PrometheusRuntime::Native,
@@ -165,6 +171,10 @@ impl LocalStack {
             prometheus_url: prometheus.url().to_string(),
             scrape_pool: parts.rendered.podmonitor.job_name(0),
         };
+        if let Some(denied) = denied {
+            // Envoy and Prometheus are dropped (killed and reaped) with the error.
+            return Err(policy_enforcement::target_down(&endpoints, &denied, opts.timeouts.target_up).await?.into());
+        }
         let parts = parts.with_module(module);
         let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");

@@ -57,7 +57,14 @@ fn rendered_policies() -> Vec<Value> {
     serde_saphyr::from_str_multiple(&std::fs::read_to_string(root.join("fixtures/rendered/globalnetworkpolicy.yaml")).unwrap()).unwrap()
 }
 
-fn probe(at: &Endpoints, prometheus_ns: &str, policies: Vec<Value>) -> ScrapeProbe {
+/// The oss profile's Calico objects (its tier and the later deny tier) plus `rendered`, as applied.
+fn probe(at: &Endpoints, prometheus_ns: &str, rendered: Vec<Value>) -> ScrapeProbe {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let profile = crate::profile::Profile::load(&root, "oss").unwrap();
+    let mut policies: Vec<(Value, std::path::PathBuf)> = crate::stack::policy::profile_objects(&root, &profile).unwrap().into_iter()
+        .filter(|s| crate::calico::validate::is_calico_object(&s.value)).map(|s| (s.value, s.file)).collect();
+    let names = rendered.iter().map(crate::schema::object_name).collect();
+    policies.extend(rendered.into_iter().map(|v| (v, std::path::PathBuf::from("fixtures/rendered/globalnetworkpolicy.yaml"))));
     ScrapeProbe {
         prometheus_url: at.url.clone(),
         stats_url: at.url.clone(),
@@ -65,6 +72,7 @@ fn probe(at: &Endpoints, prometheus_ns: &str, policies: Vec<Value>) -> ScrapePro
         prometheus_pod: (prometheus_ns.into(), "prometheus-waf-e2e-0".into()),
         proxies: ("envoy-gateway-system".into(), "gateway.envoyproxy.io/owning-gateway-name=waf-e2e".into()),
         policies,
+        rendered: names,
     }
 }
 
@@ -91,7 +99,8 @@ async fn a_rendered_policy_that_keeps_prometheus_out_is_a_broken_resource_naming
     assert_eq!(broken.resource, "GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics");
     assert!(broken.problem.contains("context deadline exceeded"), "{}", broken.problem);
     assert!(broken.problem.contains("Prometheus pod tigera-prometheus/prometheus-waf-e2e-0 to TCP 19001 of proxy pod envoy-gateway-system/envoy-waf-e2e-1"), "{}", broken.problem);
-    assert!(broken.problem.contains("ingress[1] passes it on"), "{}", broken.problem);
+    assert!(broken.problem.contains("the render passed it on instead of allowing it (GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics ingress[1])"), "{}", broken.problem);
+    assert!(broken.problem.contains("Deny (ingress decided by GlobalNetworkPolicy waf-e2e-deny.proxy-metrics ingress[0])"), "{}", broken.problem);
 }
 
 #[tokio::test]
