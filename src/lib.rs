@@ -18,6 +18,8 @@ pub mod audit;
 pub mod cli;
 pub mod container;
 pub mod contract;
+#[cfg(feature = "reference-proxy")]
+pub mod corpus;
 pub mod envoy;
 pub mod error;
 pub mod filter;

@@ -119,7 +119,8 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     Ok(Observation { env, failures, not_checked: expected.not_checked, notes, timings })
 }
 
-async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
+/// Every `tigera_waf_*` series of the scrape job as of `round`.
+pub async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
     let query = format!("{{__name__=~{},job={}}}", quote(WAF_SERIES_REGEX), quote(&targets.job));
     let series = prom.instant(&query, Some(round.at)).await.with_context(|| format!("query {query}"))?;
     Ok(Snapshot { at: round.at, series })

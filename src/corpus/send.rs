@@ -1,0 +1,213 @@
+//! Sending an FTW request byte for byte over TCP, as FTW builds it, and reading the answer's status.
+//!
+//! The corpus sends its own Host header and sometimes malformed requests, which an HTTP client
+//! would refuse or rewrite: the request line and headers go out as written. The harness adds one
+//! header, its correlation id (`x-waf-e2e-id`), after the test's own; FTW's own addition, a
+//! `Content-Length` for a body (unless `stop_magic`), is made too.
+
+use super::ftw::{decode_base64, Input};
+use crate::contract::CORRELATION_HEADER;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The bytes FTW sends for `input`, with the correlation header added.
+pub fn request_bytes(input: &Input, correlation_id: &str) -> Vec<u8> {
+    let id_line = format!("{CORRELATION_HEADER}: {correlation_id}\r\n");
+    let raw = match (&input.raw_request, &input.encoded_request) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, Some(encoded)) => Some(decode_base64(encoded).unwrap_or_default()),
+        (None, None) => None,
+    };
+    if let Some(raw) = raw {
+        // After the request line: the line ends at the first LF (some corpus requests use bare LF).
+        return match raw.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                let eol: &[u8] = if i > 0 && raw[i - 1] == b'\r' { b"\r\n" } else { b"\n" };
+                let mut out = raw[..=i].to_vec();
+                out.extend_from_slice(id_line.trim_end().as_bytes());
+                out.extend_from_slice(eol);
+                out.extend_from_slice(&raw[i + 1..]);
+                out
+            }
+            None => raw,
+        };
+    }
+    let method = input.method.as_deref().unwrap_or("GET");
+    let uri = input.uri.as_deref().unwrap_or("/");
+    let version = input.version.as_deref().unwrap_or("HTTP/1.1");
+    let body = input.data.as_ref().map(|d| d.text()).unwrap_or_default();
+    let mut out = format!("{method} {uri} {version}\r\n");
+    for (name, value) in &input.headers.0 {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let has_length = input.headers.0.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    if !body.is_empty() && !has_length && input.stop_magic != Some(true) {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str(&id_line);
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A final response with this status (after any `100 Continue`).
+    Status(u16),
+    /// No HTTP response: the connection failed, closed or timed out first (what `expect_error` wants).
+    NoResponse(String),
+}
+
+/// Sends `bytes` to `gateway` on a new connection and reads the whole response (so the proxy
+/// finishes the transaction, and its filter logs it), within `timeout`.
+pub async fn send(gateway: SocketAddr, bytes: &[u8], head_request: bool, timeout: Duration) -> Answer {
+    match tokio::time::timeout(timeout, exchange(gateway, bytes, head_request)).await {
+        Ok(Ok(status)) => Answer::Status(status),
+        Ok(Err(e)) => Answer::NoResponse(format!("{e:#}")),
+        Err(_) => Answer::NoResponse(format!("no complete response within {}s", timeout.as_secs_f64())),
+    }
+}
+
+async fn exchange(gateway: SocketAddr, bytes: &[u8], head_request: bool) -> Result<u16> {
+    let mut stream = TcpStream::connect(gateway).await.with_context(|| format!("connect to the gateway {gateway}"))?;
+    stream.write_all(bytes).await.context("write the request")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let mut from = 0;
+    loop {
+        // One response head at `from`; 1xx heads are followed by the final one.
+        let head_end = loop {
+            if let Some(i) = find(&buf[from..], b"\r\n\r\n") {
+                break from + i + 4;
+            }
+            let n = stream.read(&mut chunk).await.context("read the response")?;
+            if n == 0 {
+                bail!("the connection closed {} the response head", if buf.len() > from { "inside" } else { "before" });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[from..head_end]).into_owned();
+        let status = parse_status(&head)?;
+        if (100..200).contains(&status) {
+            from = head_end;
+            continue;
+        }
+        let framing = if head_request || status == 204 || status == 304 { Framing::Length(0) } else { framing_of(&head) };
+        read_body(&mut stream, &mut buf, head_end, framing).await?;
+        return Ok(status);
+    }
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn framing_of(head: &str) -> Framing {
+    let header = |name: &str| head.lines().find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()));
+    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return Framing::Chunked;
+    }
+    match header("content-length").and_then(|v| v.parse().ok()) {
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    }
+}
+
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, start: usize, framing: Framing) -> Result<()> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        let body = &buf[start..];
+        let done = match framing {
+            Framing::Length(n) => body.len() >= n,
+            Framing::Chunked => body.ends_with(b"0\r\n\r\n"),
+            Framing::UntilClose => false,
+        };
+        if done {
+            return Ok(());
+        }
+        let n = stream.read(&mut chunk).await.context("read the response body")?;
+        if n == 0 {
+            return match framing {
+                Framing::UntilClose => Ok(()),
+                _ => bail!("the connection closed inside the response body"),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The status code of a response head (`HTTP/1.1 403 Forbidden`).
+fn parse_status(head: &str) -> Result<u16> {
+    let line = head.lines().next().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(c) if version.starts_with("HTTP/") => Ok(c),
+        _ => bail!("not an HTTP response: {line:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::ftw::{Data, Headers};
+
+    #[test]
+    fn a_request_is_built_as_ftw_does_with_the_correlation_header_last() {
+        let input = Input {
+            method: Some("POST".into()),
+            uri: Some("/?a=1".into()),
+            version: Some("HTTP/1.0".into()),
+            headers: Headers(vec![("Host".into(), "localhost".into()), ("User-Agent".into(), "ModSecurity CRS 3 Tests".into())]),
+            data: Some(Data::Text("x=y".into())),
+            ..Input::default()
+        };
+        let text = String::from_utf8(request_bytes(&input, "id-1")).unwrap();
+        assert_eq!(text, "POST /?a=1 HTTP/1.0\r\nHost: localhost\r\nUser-Agent: ModSecurity CRS 3 Tests\r\nContent-Length: 3\r\nx-waf-e2e-id: id-1\r\n\r\nx=y");
+        let magic = Input { stop_magic: Some(true), ..input };
+        assert!(!String::from_utf8(request_bytes(&magic, "id-1")).unwrap().contains("Content-Length"), "stop_magic sends the headers as written");
+    }
+
+    #[test]
+    fn a_raw_request_gets_the_correlation_header_after_its_request_line_with_its_own_line_ending() {
+        let input = Input { raw_request: Some("GET / HTTP/1.1\nHost: a\n\n".into()), ..Input::default() };
+        assert_eq!(String::from_utf8(request_bytes(&input, "r")).unwrap(), "GET / HTTP/1.1\nx-waf-e2e-id: r\nHost: a\n\n");
+        let encoded = Input { encoded_request: Some("R0VUIC8gSFRUUC8xLjENCkhvc3Q6IGENCg0K".into()), ..Input::default() };
+        assert_eq!(String::from_utf8(request_bytes(&encoded, "e")).unwrap(), "GET / HTTP/1.1\r\nx-waf-e2e-id: e\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn a_status_line_is_read_and_anything_else_is_refused() {
+        assert_eq!(parse_status("HTTP/1.1 403 Forbidden\r\n").unwrap(), 403);
+        assert!(parse_status("SSH-2.0-x\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_without_answering_is_no_response_and_a_continue_is_skipped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for reply in [&b""[..], &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..]] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut b = [0u8; 256];
+                let _ = s.read(&mut b).await.unwrap();
+                s.write_all(reply).await.unwrap();
+            }
+        });
+        let first = send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await;
+        assert!(matches!(&first, Answer::NoResponse(why) if why.contains("before the response head")), "{first:?}");
+        assert_eq!(send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await, Answer::Status(200));
+        server.await.unwrap();
+    }
+}
