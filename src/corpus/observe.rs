@@ -72,6 +72,9 @@ pub struct ModeObservation {
 pub async fn observe(stack: &LocalStack, tests: &[FtwTest], mode: Mode, run_id: &str, concurrency: usize, timeouts: &Timeouts) -> Result<ModeObservation> {
     let started = Instant::now();
     let scenario = policy::scenario(mode)?;
+    // Three quarters of the corpus is HTTP/1.0, which Envoy Gateway's default listener answers 426:
+    // the corpus gateway carries a ClientTrafficPolicy with `http1.http10` (applied with the install).
+    stack.set_client_traffic(crate::envoy::xds::ClientTraffic { accept_http10: true }).await?;
     let env = stack.install_catch_all(&scenario).await.with_context(|| format!("install the corpus policy {}", policy::policy_name(mode)))?;
     let observed = observe_installed(stack, tests, mode, run_id, concurrency, timeouts, env.clone(), started).await;
     let removed = stack.remove_scenario(&env).await;

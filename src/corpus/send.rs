@@ -2,8 +2,10 @@
 //!
 //! The corpus sends its own Host header and sometimes malformed requests, which an HTTP client
 //! would refuse or rewrite: the request line and headers go out as written. The harness adds one
-//! header, its correlation id (`x-waf-e2e-id`), after the test's own; FTW's own addition, a
-//! `Content-Length` for a body (unless `stop_magic`), is made too.
+//! header, its correlation id (`x-waf-e2e-id`), after the test's own. FTW's own "magic" for a body
+//! is applied as FTW applies it (unless `stop_magic`): a missing `Content-Type` becomes
+//! `application/x-www-form-urlencoded`, such a body without percent-escapes is form-encoded
+//! (pairs without a value dropped), and a missing `Content-Length` is added.
 
 use super::ftw::{decode_base64, Input};
 use crate::contract::CORRELATION_HEADER;
@@ -38,19 +40,82 @@ pub fn request_bytes(input: &Input, correlation_id: &str) -> Vec<u8> {
     let method = input.method.as_deref().unwrap_or("GET");
     let uri = input.uri.as_deref().unwrap_or("/");
     let version = input.version.as_deref().unwrap_or("HTTP/1.1");
-    let body = input.data.as_ref().map(|d| d.text()).unwrap_or_default();
-    let mut out = format!("{method} {uri} {version}\r\n");
-    for (name, value) in &input.headers.0 {
-        out.push_str(&format!("{name}: {value}\r\n"));
+    let mut body = input.data.as_ref().map(|d| d.text()).unwrap_or_default();
+    let mut headers = input.headers.0.clone();
+    if !body.is_empty() && input.stop_magic != Some(true) {
+        // FTW compares header names exactly (its headers are a dict).
+        if !headers.iter().any(|(n, _)| n == "Content-Type") {
+            headers.push(("Content-Type".into(), FORM.into()));
+        }
+        if headers.iter().any(|(n, v)| n == "Content-Type" && v == FORM) {
+            body = form_encoded(&body);
+        }
+        if !headers.iter().any(|(n, _)| n == "Content-Length") {
+            headers.push(("Content-Length".into(), body.len().to_string()));
+        }
     }
-    let has_length = input.headers.0.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-    if !body.is_empty() && !has_length && input.stop_magic != Some(true) {
-        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    let mut out = format!("{method} {uri} {version}\r\n");
+    for (name, value) in &headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str(&id_line);
     out.push_str("\r\n");
     out.push_str(&body);
     out.into_bytes()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// FTW's encoding of a form body: one that holds no percent-escape is split into `name=value`
+/// pairs (on `&` and `;`; a pair without `=` or value is dropped, `+` is a space) and written
+/// back with every byte outside `A-Za-z0-9_.-~` escaped (space as `+`). A body that already holds
+/// escapes, or yields no pair, is sent as written.
+pub fn form_encoded(body: &str) -> String {
+    if percent_decoded(body) != body.as_bytes() {
+        return body.to_string();
+    }
+    let pairs: Vec<(String, String)> = body
+        .split(['&', ';'])
+        .filter_map(|p| p.split_once('='))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| (n.replace('+', " "), v.replace('+', " ")))
+        .collect();
+    if pairs.is_empty() {
+        return body.to_string();
+    }
+    pairs.iter().map(|(n, v)| format!("{}={}", quote_plus(n), quote_plus(v))).collect::<Vec<_>>().join("&")
+}
+
+/// `%XX` (hex) decoded; any other `%` stays.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn quote_plus(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// How a request ended.
@@ -174,9 +239,19 @@ mod tests {
             ..Input::default()
         };
         let text = String::from_utf8(request_bytes(&input, "id-1")).unwrap();
-        assert_eq!(text, "POST /?a=1 HTTP/1.0\r\nHost: localhost\r\nUser-Agent: ModSecurity CRS 3 Tests\r\nContent-Length: 3\r\nx-waf-e2e-id: id-1\r\n\r\nx=y");
+        assert_eq!(text, "POST /?a=1 HTTP/1.0\r\nHost: localhost\r\nUser-Agent: ModSecurity CRS 3 Tests\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nx-waf-e2e-id: id-1\r\n\r\nx=y");
         let magic = Input { stop_magic: Some(true), ..input };
-        assert!(!String::from_utf8(request_bytes(&magic, "id-1")).unwrap().contains("Content-Length"), "stop_magic sends the headers as written");
+        let text = String::from_utf8(request_bytes(&magic, "id-1")).unwrap();
+        assert!(!text.contains("Content-Length") && !text.contains("Content-Type"), "stop_magic sends the headers as written: {text}");
+    }
+
+    #[test]
+    fn a_form_body_is_encoded_as_ftw_does_unless_it_already_holds_escapes() {
+        assert_eq!(form_encoded("a=1 OR 1=1&b=x'y;c"), "a=1+OR+1%3D1&b=x%27y");
+        assert_eq!(form_encoded("pay=UnIoN+SeLeCt%0A"), "pay=UnIoN+SeLeCt%0A", "escapes present: as written");
+        assert_eq!(form_encoded("no pairs here"), "no pairs here");
+        assert_eq!(form_encoded("100%"), "100%", "no pair");
+        assert_eq!(form_encoded("x=100%"), "x=100%25", "a lone % is no escape");
     }
 
     #[test]

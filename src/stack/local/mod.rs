@@ -223,6 +223,13 @@ impl LocalStack {
         self.install_for_host(scenario, "*".into()).await
     }
 
+    /// Sets what a ClientTrafficPolicy on the Gateway would (e.g. accept HTTP/1.0); it takes effect
+    /// with the next install or remove.
+    pub async fn set_client_traffic(&self, client: crate::envoy::xds::ClientTraffic) -> Result<()> {
+        self.envoy.lock().await.as_ref().context("Envoy was shut down")?.set_client_traffic(client);
+        Ok(())
+    }
+
     async fn install_for_host(&self, scenario: &Scenario, host: String) -> Result<ScenarioEnv> {
         let env = ScenarioEnv {
             scenario: scenario.name().to_string(),
