@@ -81,6 +81,38 @@ pub struct ModeResult {
     pub result: TestResult,
     /// The override entry covering the test in this mode (`file:line: reason`).
     pub overridden: Option<String>,
+    /// What each of its requests met, in stage order.
+    pub requests: Vec<RequestFacts>,
+}
+
+/// What one request met, for the JSON report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestFacts {
+    /// Its `x-waf-e2e-id`.
+    pub correlation_id: String,
+    /// The request line as sent.
+    pub request_line: String,
+    /// `status 403` or `no response (...)`.
+    pub answer: String,
+    /// How far the backend saw it.
+    pub backend: crate::stack::BackendReach,
+    /// The rule ids of each audit record carrying its id.
+    pub records: Vec<Vec<u64>>,
+}
+
+impl RequestFacts {
+    fn of(s: &observe::Sent) -> RequestFacts {
+        RequestFacts {
+            correlation_id: s.correlation_id.clone(),
+            request_line: s.request_line.clone(),
+            answer: match &s.answer {
+                send::Answer::Status(c) => format!("status {c}"),
+                send::Answer::NoResponse(why) => format!("no response ({why})"),
+            },
+            backend: s.reach,
+            records: s.records.iter().map(|r| r.rule_ids()).collect(),
+        }
+    }
 }
 
 /// One FTW test's outcome over the modes.
@@ -253,7 +285,8 @@ pub async fn run_on(stack: &LocalStack, tests: &[ftw::FtwTest], overrides: &over
             outcome.records += sent.iter().map(|s| s.records.len()).sum::<usize>();
             outcome.decisions += sent.iter().flat_map(|s| &s.records).filter(|r| r.decision().is_some()).count();
             let overridden = overrides.find(&test.title, mode).map(|o| format!("{}: {}", o.at, o.reason));
-            outcome.modes.push(ModeResult { mode, result: verdict::judge(test, &sent, mode), overridden });
+            let requests = sent.iter().map(|s| RequestFacts::of(s)).collect();
+            outcome.modes.push(ModeResult { mode, result: verdict::judge(test, &sent, mode), overridden, requests });
         }
         let failures = verdict::check_counters(&obs);
         let requests = obs.sent.len();

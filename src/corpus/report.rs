@@ -190,7 +190,7 @@ mod tests {
     fn outcome(title: &str, family: &str, result: TestResult, overridden: bool) -> TestOutcome {
         TestOutcome {
             at: format!("f.yaml:{title}"), title: title.into(), family: family.into(), disabled: None,
-            modes: vec![ModeResult { mode: Mode::Detection, result, overridden: overridden.then(|| "o.yaml:3:5: v3 differs".into()) }],
+            modes: vec![ModeResult { mode: Mode::Detection, result, overridden: overridden.then(|| "o.yaml:3:5: v3 differs".into()), requests: vec![] }],
             records: 1, decisions: 1,
         }
     }
