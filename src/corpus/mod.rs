@@ -94,6 +94,8 @@ pub struct RequestFacts {
     pub request_line: String,
     /// `status 403` or `no response (...)`.
     pub answer: String,
+    /// Statuses of further requests Envoy parsed from its bytes and answered.
+    pub pipelined: Vec<u16>,
     /// How far the backend saw it.
     pub backend: crate::stack::BackendReach,
     /// The rule ids of each audit record carrying its id.
@@ -109,6 +111,7 @@ impl RequestFacts {
                 send::Answer::Status(c) => format!("status {c}"),
                 send::Answer::NoResponse(why) => format!("no response ({why})"),
             },
+            pipelined: s.pipelined.clone(),
             backend: s.reach,
             records: s.records.iter().map(|r| r.rule_ids()).collect(),
         }

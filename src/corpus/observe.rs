@@ -32,6 +32,8 @@ pub struct Sent {
     pub request_line: String,
     /// The answer.
     pub answer: Answer,
+    /// Answers to further requests Envoy parsed from the same bytes (smuggling tests).
+    pub pipelined: Vec<u16>,
     /// The audit records carrying its id.
     pub records: Vec<AuditRecord>,
     /// How far the backend saw it.
@@ -105,7 +107,7 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
         }
     }
     let traffic_started = Instant::now();
-    let answers: Vec<Answer> = futures::stream::iter(planned.iter().map(|(_, _, _, bytes, _, head)| send::send(gateway, bytes, *head, timeouts.request)))
+    let answers: Vec<send::Exchange> = futures::stream::iter(planned.iter().map(|(_, _, _, bytes, _, head)| send::send(gateway, bytes, *head, timeouts.request)))
         .buffered(concurrency.max(1))
         .collect()
         .await;
@@ -126,14 +128,15 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
     let sent = planned
         .into_iter()
         .zip(answers)
-        .map(|((test, stage, correlation_id, _, request_line, _), answer)| Sent {
+        .map(|((test, stage, correlation_id, _, request_line, _), exchange)| Sent {
             test,
             stage,
             records: by_id.remove(&correlation_id).unwrap_or_default(),
             reach: reach.get(&correlation_id).copied().unwrap_or(BackendReach::Never),
             correlation_id,
             request_line,
-            answer,
+            answer: exchange.answer,
+            pipelined: exchange.pipelined,
         })
         .collect();
     Ok(ModeObservation {

@@ -127,44 +127,80 @@ pub enum Answer {
     NoResponse(String),
 }
 
-/// Sends `bytes` to `gateway` on a new connection and reads the whole response (so the proxy
-/// finishes the transaction, and its filter logs it), within `timeout`.
-pub async fn send(gateway: SocketAddr, bytes: &[u8], head_request: bool, timeout: Duration) -> Answer {
-    match tokio::time::timeout(timeout, exchange(gateway, bytes, head_request)).await {
-        Ok(Ok(status)) => Answer::Status(status),
-        Ok(Err(e)) => Answer::NoResponse(format!("{e:#}")),
-        Err(_) => Answer::NoResponse(format!("no complete response within {}s", timeout.as_secs_f64())),
+/// What came back on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The answer to the test's request.
+    pub answer: Answer,
+    /// Statuses of the further requests Envoy found in the same bytes (a body longer than its
+    /// Content-Length: the corpus' request smuggling tests) and answered on the connection.
+    pub pipelined: Vec<u16>,
+}
+
+/// How many further requests follow the first one in `bytes`: 1 when the body is longer than the
+/// `Content-Length` the head declares (and no Transfer-Encoding), else 0.
+pub fn pipelined_requests(bytes: &[u8]) -> usize {
+    let Some(i) = find(bytes, b"\r\n\r\n") else { return 0 };
+    let head = String::from_utf8_lossy(&bytes[..i + 4]);
+    if let Framing::Length(n) = framing_of(&head) {
+        let body = bytes.len() - (i + 4);
+        return usize::from(body > n);
+    }
+    0
+}
+
+/// Sends `bytes` to `gateway` on a new connection and reads every response (so the proxy
+/// finishes each transaction, and its filter logs it), within `timeout`.
+pub async fn send(gateway: SocketAddr, bytes: &[u8], head_request: bool, timeout: Duration) -> Exchange {
+    let responses = 1 + pipelined_requests(bytes);
+    match tokio::time::timeout(timeout, exchange(gateway, bytes, head_request, responses)).await {
+        Ok(Ok(statuses)) => Exchange { answer: Answer::Status(statuses[0]), pipelined: statuses[1..].to_vec() },
+        Ok(Err(e)) => Exchange { answer: Answer::NoResponse(format!("{e:#}")), pipelined: Vec::new() },
+        Err(_) => Exchange { answer: Answer::NoResponse(format!("no complete response within {}s", timeout.as_secs_f64())), pipelined: Vec::new() },
     }
 }
 
-async fn exchange(gateway: SocketAddr, bytes: &[u8], head_request: bool) -> Result<u16> {
+/// The final statuses of up to `responses` responses; the first is required, later ones are read
+/// while the connection serves them.
+async fn exchange(gateway: SocketAddr, bytes: &[u8], head_request: bool, responses: usize) -> Result<Vec<u16>> {
     let mut stream = TcpStream::connect(gateway).await.with_context(|| format!("connect to the gateway {gateway}"))?;
     stream.write_all(bytes).await.context("write the request")?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let mut from = 0;
-    loop {
+    let mut statuses = Vec::new();
+    while statuses.len() < responses {
+        let first = statuses.is_empty();
         // One response head at `from`; 1xx heads are followed by the final one.
         let head_end = loop {
             if let Some(i) = find(&buf[from..], b"\r\n\r\n") {
-                break from + i + 4;
+                break Some(from + i + 4);
             }
-            let n = stream.read(&mut chunk).await.context("read the response")?;
+            let n = match stream.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) if first => return Err(e).context("read the response"),
+                Err(_) => 0,
+            };
             if n == 0 {
-                bail!("the connection closed {} the response head", if buf.len() > from { "inside" } else { "before" });
+                if first {
+                    bail!("the connection closed {} the response head", if buf.len() > from { "inside" } else { "before" });
+                }
+                break None;
             }
             buf.extend_from_slice(&chunk[..n]);
         };
+        let Some(head_end) = head_end else { break };
         let head = String::from_utf8_lossy(&buf[from..head_end]).into_owned();
         let status = parse_status(&head)?;
         if (100..200).contains(&status) {
             from = head_end;
             continue;
         }
-        let framing = if head_request || status == 204 || status == 304 { Framing::Length(0) } else { framing_of(&head) };
-        read_body(&mut stream, &mut buf, head_end, framing).await?;
-        return Ok(status);
+        let framing = if (head_request && first) || status == 204 || status == 304 { Framing::Length(0) } else { framing_of(&head) };
+        from = read_body(&mut stream, &mut buf, head_end, framing).await?;
+        statuses.push(status);
     }
+    Ok(statuses)
 }
 
 enum Framing {
@@ -184,22 +220,23 @@ fn framing_of(head: &str) -> Framing {
     }
 }
 
-async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, start: usize, framing: Framing) -> Result<()> {
+/// Reads the body starting at `start` in `buf`; returns where it ends.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, start: usize, framing: Framing) -> Result<usize> {
     let mut chunk = [0u8; 16384];
     loop {
         let body = &buf[start..];
-        let done = match framing {
-            Framing::Length(n) => body.len() >= n,
-            Framing::Chunked => body.ends_with(b"0\r\n\r\n"),
-            Framing::UntilClose => false,
+        let end = match framing {
+            Framing::Length(n) => (body.len() >= n).then_some(start + n),
+            Framing::Chunked => find(body, b"0\r\n\r\n").map(|i| start + i + 5),
+            Framing::UntilClose => None,
         };
-        if done {
-            return Ok(());
+        if let Some(end) = end {
+            return Ok(end);
         }
         let n = stream.read(&mut chunk).await.context("read the response body")?;
         if n == 0 {
             return match framing {
-                Framing::UntilClose => Ok(()),
+                Framing::UntilClose => Ok(buf.len()),
                 _ => bail!("the connection closed inside the response body"),
             };
         }
@@ -263,6 +300,13 @@ mod tests {
     }
 
     #[test]
+    fn a_body_longer_than_its_content_length_carries_a_second_request() {
+        assert_eq!(pipelined_requests(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nbarGET /b HTTP/1.1\r\n\r\n"), 1);
+        assert_eq!(pipelined_requests(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nbar"), 0);
+        assert_eq!(pipelined_requests(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n"), 0);
+    }
+
+    #[test]
     fn a_status_line_is_read_and_anything_else_is_refused() {
         assert_eq!(parse_status("HTTP/1.1 403 Forbidden\r\n").unwrap(), 403);
         assert!(parse_status("SSH-2.0-x\r\n").is_err());
@@ -280,9 +324,9 @@ mod tests {
                 s.write_all(reply).await.unwrap();
             }
         });
-        let first = send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await;
+        let first = send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await.answer;
         assert!(matches!(&first, Answer::NoResponse(why) if why.contains("before the response head")), "{first:?}");
-        assert_eq!(send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await, Answer::Status(200));
+        assert_eq!(send(addr, b"GET / HTTP/1.1\r\n\r\n", false, Duration::from_secs(5)).await.answer, Answer::Status(200));
         server.await.unwrap();
     }
 }
