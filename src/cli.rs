@@ -794,7 +794,7 @@ async fn corpus(args: CorpusArgs) -> Result<(), HarnessError> {
     if let Some(path) = &opts.json {
         crate::corpus::report::write_json(path, &run).map_err(HarnessError::Infrastructure)?;
     }
-    if run.ok() { Ok(()) } else { Err(HarnessError::ScenariosFailed(run.failure_count())) }
+    if run.ok() { Ok(()) } else { Err(HarnessError::CorpusFailed(run.failure_count())) }
 }
 
 #[cfg(not(feature = "reference-proxy"))]

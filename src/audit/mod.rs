@@ -6,7 +6,9 @@
 
 pub mod line;
 pub mod record;
+pub mod sort;
 
+pub use sort::{sort_lines, SortedLines};
 pub use line::{parse_line, AuditLine, AuditParseError, AUDIT_MARKER, VM_PREFIX};
 pub use record::{
     severity_name, AuditMessage, AuditMessageData, AuditProducer, AuditRecord, AuditRequest, AuditResponse, AuditTransaction,

@@ -156,27 +156,10 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
 /// or a line of this run that does not parse, is a problem of its own.
 fn records_by_id(lines: &crate::stack::AuditLines, env: &ScenarioEnv, ids: &[String]) -> (BTreeMap<String, Vec<AuditRecord>>, Vec<String>) {
     let known: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let sorted = crate::audit::sort_lines(&lines.lines, &known, (&env.namespace, &env.policy), "this run");
     let mut by_id: BTreeMap<String, Vec<AuditRecord>> = BTreeMap::new();
-    let mut stray = Vec::new();
-    for (source, line) in &lines.lines {
-        match crate::audit::parse_line(line) {
-            None => {}
-            Some(Ok(parsed)) => {
-                let id = parsed.record.request_header(crate::contract::CORRELATION_HEADER).map(str::to_string);
-                let ours = parsed.policy().is_some_and(|(ns, name)| ns == env.namespace && name == env.policy);
-                match id.filter(|id| known.contains(id.as_str())) {
-                    Some(id) => by_id.entry(id).or_default().push(parsed.record),
-                    None if ours => stray.push(format!(
-                        "[{source}] audit record of policy {}/{} without a correlation id of this run: uri={}",
-                        env.namespace, env.policy, parsed.record.transaction.request.uri)),
-                    None => {}
-                }
-            }
-            Some(Err(e)) if known.iter().any(|id| line.contains(id)) => {
-                stray.push(format!("[{source}] audit line of this run does not parse: {e}"));
-            }
-            Some(Err(_)) => {}
-        }
+    for (_, id, parsed) in sorted.matched {
+        by_id.entry(id).or_default().push(parsed.record);
     }
-    (by_id, stray)
+    (by_id, sorted.problems)
 }
