@@ -124,7 +124,7 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
 
     let ids: Vec<String> = planned.iter().map(|p| p.2.clone()).collect();
     let reach = stack.backend_reach(&ids).await?.context("the local stack's backend records what reached it")?;
-    let (mut by_id, stray_records) = records_by_id(&read.lines, &env, &ids);
+    let (mut by_id, stray_records) = records_by_id(&read.lines.lines, &env, &ids);
     let sent = planned
         .into_iter()
         .zip(answers)
@@ -154,9 +154,9 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
 
 /// The records of this policy by correlation id; a record of the policy without an id of this run,
 /// or a line of this run that does not parse, is a problem of its own.
-fn records_by_id(lines: &crate::stack::AuditLines, env: &ScenarioEnv, ids: &[String]) -> (BTreeMap<String, Vec<AuditRecord>>, Vec<String>) {
+fn records_by_id(lines: &[(String, String)], env: &ScenarioEnv, ids: &[String]) -> (BTreeMap<String, Vec<AuditRecord>>, Vec<String>) {
     let known: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let sorted = crate::audit::sort_lines(&lines.lines, &known, (&env.namespace, &env.policy), "this run");
+    let sorted = crate::audit::sort_lines(lines, &known, (&env.namespace, &env.policy), "this run");
     let mut by_id: BTreeMap<String, Vec<AuditRecord>> = BTreeMap::new();
     for (_, id, parsed) in sorted.matched {
         by_id.entry(id).or_default().push(parsed.record);
