@@ -128,3 +128,14 @@ fn an_unknown_ftw_field_is_exit_2_naming_file_line_and_field() {
     assert_eq!(code, Some(2), "{stdout}\n{stderr}");
     assert!(stderr.contains("942100.yaml:24") && stderr.contains("field `response_contains`"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_report_format_and_a_test_glob_matching_nothing_are_usage_errors() {
+    let dir = corpus(SQLI);
+    let (code, _, stderr) = run(dir.path(), &["--report", "xml", "r.xml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the formats are `json` and `junit`"), "{stderr}");
+    let (code, _, stderr) = run(dir.path(), &["--test", "999*"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no FTW test title matches --test 999*"), "{stderr}");
+}

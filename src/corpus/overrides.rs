@@ -127,6 +127,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_override_file_loads_with_a_reason_for_every_entry() {
+        let o = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/overrides.yaml")).unwrap();
+        assert!(!o.entries.is_empty());
+        assert!(o.entries.iter().all(|e| e.reason.len() >= 40), "every reason says what differs and why");
+        assert!(o.find("920280-1", Mode::Detection).is_some() && o.find("942100-1", Mode::Detection).is_none());
+    }
+
+    #[test]
     fn an_unknown_field_a_missing_reason_and_a_bad_regex_are_refused_with_their_lines() {
         let unknown = parse(Path::new("o.yaml"), "overrides:\n  - test: a\n    reason: a good reason here\n    why: x\n").unwrap_err();
         assert_eq!((unknown.0[0].at.line, unknown.0[0].field.as_str()), (4, "why"), "{unknown}");
