@@ -202,6 +202,8 @@ pub struct ModeSummary {
     pub audit_flushed_by: String,
     /// Counter and audit failures of the mode as a whole.
     pub failures: Vec<String>,
+    /// Envoy's own gateway-listener counters that moved during the traffic (corroboration).
+    pub envoy_counters: std::collections::BTreeMap<String, f64>,
 }
 
 /// The run's result.
@@ -305,6 +307,7 @@ pub async fn run_on(stack: &LocalStack, tests: &[ftw::FtwTest], overrides: &over
             requests_per_second: requests as f64 / obs.traffic.max(Duration::from_millis(1)).as_secs_f64(),
             audit_flushed_by: obs.flushed_by.clone(),
             failures,
+            envoy_counters: obs.envoy_counters.clone(),
         };
         eprintln!("[corpus] {} mode done in {:.1}s ({:.0} requests/s)", mode.as_str(), summary.wall_seconds, summary.requests_per_second);
         modes.push(summary);

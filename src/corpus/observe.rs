@@ -64,6 +64,9 @@ pub struct ModeObservation {
     pub stray_records: Vec<String>,
     /// How the audit log was known to be complete.
     pub flushed_by: String,
+    /// Envoy's own counters of the gateway listener that moved during the traffic (name -> increase):
+    /// they corroborate the requests Envoy answered itself (codec errors, no route).
+    pub envoy_counters: BTreeMap<String, f64>,
     /// From the first request to the last answer.
     pub traffic: Duration,
     /// From installing the policy to the second scrape and the audit read.
@@ -94,6 +97,7 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
     let baseline_round = scrape::round_after(&prom, &targets, before, timeouts.next_scrape).await.context("baseline scrape")?;
     let baseline = crate::runner::scenario::snapshot(&prom, &targets, baseline_round).await?;
     let cursor = stack.audit_cursor().await.context("read the audit log position before the corpus traffic")?;
+    let envoy_before = listener_counters(&stack.raw_stats().await.context("read Envoy's counters before the corpus traffic")?);
     let gateway: SocketAddr = endpoints.gateway_url.trim_start_matches("http://").parse().with_context(|| format!("the gateway URL {}", endpoints.gateway_url))?;
 
     let mut planned = Vec::new();
@@ -114,6 +118,12 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
     let traffic_done = Instant::now();
     let traffic = traffic_done - traffic_started;
     let flush_mark = stack.audit_flushes().await.context("read the audit log's flush count after the traffic")?;
+    let envoy_after = listener_counters(&stack.raw_stats().await.context("read Envoy's counters after the corpus traffic")?);
+    let envoy_counters = envoy_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - envoy_before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d != 0.0)
+        .collect();
 
     let after = prom.server_time().await?;
     let first = scrape::round_after(&prom, &targets, after, timeouts.next_scrape).await.context("first scrape after the corpus traffic")?;
@@ -147,6 +157,7 @@ async fn observe_installed(stack: &LocalStack, tests: &[FtwTest], mode: Mode, ru
         rounds: [first_snapshot, second_snapshot],
         stray_records,
         flushed_by: read.flushed_by,
+        envoy_counters,
         traffic,
         wall: started.elapsed(),
     })
@@ -162,4 +173,46 @@ fn records_by_id(lines: &[(String, String)], env: &ScenarioEnv, ids: &[String]) 
         by_id.entry(id).or_default().push(parsed.record);
     }
     (by_id, sorted.problems)
+}
+
+/// Envoy's own counters of the gateway listener's HTTP connection manager that tell who answered:
+/// requests, responses by class, codec (protocol) errors, requests without a route.
+pub fn listener_counters(exposition: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("envoy_http_conn_manager_prefix=\"{}\"", crate::envoy::xds::STAT_PREFIX);
+    let wanted = ["envoy_http_downstream_rq_total", "envoy_http_downstream_rq_xx", "envoy_http_downstream_cx_protocol_error", "envoy_http_no_route"];
+    let mut out = BTreeMap::new();
+    for line in exposition.lines().filter(|l| l.contains(&prefix)) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let name = series.split('{').next().unwrap_or_default();
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let key = match series.split("envoy_response_code_class=\"").nth(1).and_then(|r| r.split('"').next()) {
+            Some(class) => format!("{}{class}xx", name.trim_end_matches("xx").trim_start_matches("envoy_http_")),
+            None => name.trim_start_matches("envoy_http_").to_string(),
+        };
+        if let Ok(v) = value.parse::<f64>() {
+            out.insert(key, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_counters;
+
+    #[test]
+    fn the_gateway_listeners_own_counters_are_read_by_name_and_response_class() {
+        let raw = "envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"http-10080\"} 12\n\
+envoy_http_downstream_rq_xx{envoy_response_code_class=\"4\",envoy_http_conn_manager_prefix=\"http-10080\"} 3\n\
+envoy_http_downstream_cx_protocol_error{envoy_http_conn_manager_prefix=\"http-10080\"} 2\n\
+envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"admin\"} 99\n\
+envoy_http_downstream_cx_total{envoy_http_conn_manager_prefix=\"http-10080\"} 14\n";
+        let c = listener_counters(raw);
+        assert_eq!(c.get("downstream_rq_total"), Some(&12.0));
+        assert_eq!(c.get("downstream_rq_4xx"), Some(&3.0));
+        assert_eq!(c.get("downstream_cx_protocol_error"), Some(&2.0));
+        assert_eq!(c.len(), 3, "the admin listener and other stats are left out: {c:?}");
+    }
 }

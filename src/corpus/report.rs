@@ -74,6 +74,10 @@ pub fn summary(run: &CorpusRun) -> String {
             m.mode.as_str(), m.requests, m.reached_filter, m.answered_by_envoy, m.decisions, m.traffic_seconds, m.requests_per_second, m.wall_seconds, m.audit_flushed_by,
             if m.failures.is_empty() { "agree with the audit records" } else { "DISAGREE" });
     }
+    for m in run.modes.iter().filter(|m| !m.envoy_counters.is_empty()) {
+        let counted: Vec<String> = m.envoy_counters.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+        let _ = writeln!(out, "mode {}: Envoy's own counters of the gateway listener: {}", m.mode.as_str(), counted.join(", "));
+    }
     let _ = writeln!(out, "{:.1}s after the stack was up", run.seconds_after_stack_up);
     for t in run.tests.iter().filter(|t| t.class() == Class::Overridden) {
         let _ = writeln!(out, "OVERRIDDEN {} ({}): {}", t.title, t.at, reasons(t));
