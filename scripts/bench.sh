@@ -9,8 +9,13 @@
 # running `waf-e2e up`, the fresh run with `--runtime docker` (local images), and `waf-e2e watch`'s
 # time from a change to the verdict. Target: the
 # attached re-run takes at most half the fresh run's wall time.
+# Then the scaling (issue 15): the 10 shipped scenarios against 50 (5 renamed copies of each,
+# generated into the temporary directory), each with --jobs equal to its count: wall times, their
+# ratio (target <= 1.3x), requests per second and the mean of each phase; the same for the isolated
+# scenarios alone, since exclusive ones (gateway-wide exact counts) run one after another by contract.
 # Then the CRS regression corpus in both modes (target: within 60 s after the stack is up).
-# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner|corpus]   (default 500, the CLI's default; `inner`: only the inner loop; `corpus`: only the corpus)
+# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner|scaling|corpus]   (default 500, the CLI's default;
+# `inner`: only the inner loop; `scaling`: only the scaling; `corpus`: only the corpus)
 # WAF_E2E_BIN=path uses that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +102,60 @@ inner_loop() {
   echo "bench: inner-loop target met"
 }
 
+# copies DIR N: N renamed copies (`<name>-cK`) of every shipped scenario into DIR; with `isolated`
+# as a third argument, only the scenarios that are not exclusive.
+copies() {
+  local dir="$1" n="$2" f name k
+  mkdir -p "$dir"
+  for f in scenarios/*.yaml; do
+    if [ "${3:-}" = isolated ] && grep -q '^exclusive: *true' "$f"; then continue; fi
+    name=$(awk '/^name:/ {print $2; exit}' "$f")
+    for k in $(seq "$n"); do sed "s/^name: .*/name: $name-c$k/" "$f" >"$dir/$name-c$k.yaml"; done
+  done
+}
+
+# requests DIR: how many requests a run of DIR's scenarios sends (summed from `waf-e2e plan`).
+requests() { "$bin" plan --stack local --scenarios "$1" | awk '/send [0-9]+ request/ {for (i = 1; i < NF; i++) if ($i == "send") n += $(i + 1)} END {print n + 0}'; }
+
+# phases NAME: the mean of each phase column over the run's summary rows.
+phases() {
+  rows "$work/$1.out" | awk '{for (i = 4; i <= 9; i++) {v = $i; sub("s", "", v); t[i] += v}; n++}
+    END {printf "install %.2fs baseline %.2fs traffic %.2fs settle %.2fs confirm %.2fs audit %.2fs", t[4]/n, t[5]/n, t[6]/n, t[7]/n, t[8]/n, t[9]/n}'
+}
+
+# scale_pair LABEL SMALL_DIR LARGE_DIR: runs both sets (each with --jobs its count), prints walls,
+# ratio, requests per second and mean phases; sets $ratio.
+scale_pair() {
+  local label="$1" small="$2" large="$3" n_small n_large w_small w_large r_small r_large
+  n_small=$(ls "$small"/*.yaml | wc -l); n_large=$(ls "$large"/*.yaml | wc -l)
+  r_small=$(requests "$small"); r_large=$(requests "$large")
+  w_small=$(run "scale-$label-$n_small" --scenarios "$small" --jobs "$n_small")
+  w_large=$(run "scale-$label-$n_large" --scenarios "$large" --jobs "$n_large")
+  ratio=$(echo "$w_large / $w_small" | bc -l)
+  printf '%-34s %8.2fs %5d requests %7.1f req/s   mean %s\n' "$n_small $label scenarios" "$w_small" "$r_small" "$(echo "$r_small / $w_small" | bc -l)" "$(phases "scale-$label-$n_small")"
+  printf '%-34s %8.2fs %5d requests %7.1f req/s   mean %s\n' "$n_large $label scenarios" "$w_large" "$r_large" "$(echo "$r_large / $w_large" | bc -l)" "$(phases "scale-$label-$n_large")"
+  printf '%-34s %8.2fx (target <= 1.30x)\n' "$n_large / $n_small ($label)" "$ratio"
+}
+
+scaling() {
+  echo "scaling: the shipped scenarios against 5 renamed copies of each"
+  copies "$work/scale-all-50" 5
+  copies "$work/scale-iso-9" 1 isolated
+  copies "$work/scale-iso-45" 5 isolated
+  local status=0 exclusive
+  scale_pair all scenarios "$work/scale-all-50"
+  if [ "$(echo "$ratio > 1.3" | bc -l)" -eq 1 ]; then
+    exclusive=$(rows "$work/scale-all-50.out" | awk -v names="$(grep -l '^exclusive: *true' "$work"/scale-all-50/*.yaml | xargs -r awk '/^name:/ {print $2}' | tr '\n' ' ')" \
+      'BEGIN {split(names, a, " "); for (i in a) ex[a[i]] = 1} ($1 in ex) {v = $3; sub("s", "", v); t += v; n++} END {printf "%d exclusive scenario(s), one after another: %.2fs", n, t}')
+    echo "bench: MISSED: 50 scenarios take more than 1.3x the 10 ($exclusive of it)"
+    status=1
+  fi
+  scale_pair isolated "$work/scale-iso-9" "$work/scale-iso-45"
+  if [ "$(echo "$ratio > 1.3" | bc -l)" -eq 1 ]; then echo "bench: MISSED: 45 isolated scenarios take more than 1.3x the 9"; status=1; fi
+  [ "$status" -eq 0 ] && echo "bench: scaling target met"
+  return "$status"
+}
+
 # The CRS regression corpus (issue 15): both modes on one local stack; prints the wall time per
 # mode and in total after the stack is up (target: within 60 s), requests per second, the counts
 # per rule family and the number of overridden tests. Without the corpus: NOT MEASURED.
@@ -127,6 +186,7 @@ PY
 }
 
 if [ "$only" = inner ]; then inner_loop; exit $?; fi
+if [ "$only" = scaling ]; then scaling; exit $?; fi
 if [ "$only" = corpus ]; then corpus_bench; exit $?; fi
 
 scenarios=$(awk '/^name:/ {print $2}' scenarios/*.yaml | sort)
@@ -164,6 +224,8 @@ if [ "$over" -eq 1 ]; then echo "bench: MISSED: a settle latency exceeds two scr
 [ "$status" -eq 0 ] && echo "bench: targets met"
 echo
 inner_loop || status=1
+echo
+scaling || status=1
 echo
 corpus_bench || status=1
 exit "$status"

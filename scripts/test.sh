@@ -9,19 +9,19 @@
 # `--locked`: build exactly the dependency versions in Cargo.lock, never re-resolve them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# tests/schema_shared_crds.rs checks both profiles against the pinned releases' CRDs in ../shared/crds
+# tests/it/schema_shared_crds.rs checks both profiles against the pinned releases' CRDs in ../shared/crds
 # (or $WAF_E2E_SHARED_CRDS); a clone without them cannot run that check: say so last, loudly.
-# tests/docker_runtime.rs runs Prometheus and Envoy as containers of images scripts/local-images.sh
+# tests/it/docker_runtime.rs runs Prometheus and Envoy as containers of images scripts/local-images.sh
 # builds; without a Docker engine those tests cannot run: say so last, loudly. With one, they must pass.
 notes=()
 shared="${WAF_E2E_SHARED_CRDS:-../shared/crds}"
 if [ ! -d "$shared" ]; then
-  notes+=("NOTE: $shared is absent: the schema check against the pinned releases' CRDs (tests/schema_shared_crds.rs) did NOT RUN")
+  notes+=("NOTE: $shared is absent: the schema check against the pinned releases' CRDs (tests/it/schema_shared_crds.rs) did NOT RUN")
 fi
 if docker info >/dev/null 2>&1; then
   export WAF_E2E_REQUIRE_DOCKER=1
 else
-  notes+=("NOTE: no Docker engine answers \`docker info\`: the --runtime docker tests (tests/docker_runtime.rs) did NOT RUN")
+  notes+=("NOTE: no Docker engine answers \`docker info\`: the --runtime docker tests (tests/it/docker_runtime.rs) did NOT RUN")
 fi
 # The OWASP CRS regression corpus (FTW YAML, ../shared/crs-regression-v3.3.4 or $WAF_E2E_CRS_CORPUS) runs
 # through the local stack in both modes after the tests, with the debug binary they built; a clone
@@ -32,13 +32,17 @@ if [ ! -d "$corpus" ]; then
 fi
 trap 'for n in "${notes[@]}"; do echo "$n" >&2; done' EXIT
 scripts/install-deps.sh
+# Most integration tests wait (for Prometheus' discovery, scrapes, Envoy's log flush) far more
+# than they compute: run three per CPU. Measured on 2 CPUs: 270 s of tests at 2 at a time,
+# 116 s at 6 (README, "The test command").
+threads="${WAF_E2E_TEST_THREADS:-$(( $(nproc) * 3 ))}"
 if cargo nextest --version >/dev/null 2>&1; then
   # Kind-only first, so the full run's summary closes the output.
   cargo nextest run --locked --no-default-features --lib
-  cargo nextest run --locked --no-fail-fast "$@"
+  cargo nextest run --locked --no-fail-fast --test-threads "$threads" "$@"
 else
   cargo test --locked --no-default-features --lib
-  cargo test --locked --no-fail-fast "$@"
+  cargo test --locked --no-fail-fast "$@" -- --test-threads "$threads"
 fi
 if [ -d "$corpus" ]; then
   "${CARGO_TARGET_DIR:-target}/debug/waf-e2e" corpus "$corpus" --mode both --overrides corpus/overrides.yaml \

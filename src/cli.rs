@@ -1,8 +1,9 @@
 //! The command line: `run`, `validate`, `list`, `scrape-config`, `plan`, `schema`, `doctor`, with exit codes from [`HarnessError`].
 
 use crate::error::HarnessError;
+use crate::outcome::Outcome;
 use crate::report::{self, Progress, RunInfo};
-use crate::runner::{self, Outcome, RunOptions};
+use crate::runner::{self, RunOptions};
 use crate::scenario::{self, Scenario, Selection};
 use crate::stack::{self, StackKind, StackOptions};
 use crate::timeouts::Timeouts;
@@ -92,7 +93,8 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    fn selection(&self) -> Selection {
+    /// Which scenarios the flags choose (the files under `scenarios` hold them).
+    pub fn selection(&self) -> Selection {
         Selection { names: self.scenario.clone(), tags: self.tag.clone(), exclude_tags: self.exclude_tag.clone() }
     }
 }
@@ -473,21 +475,9 @@ fn schema_verdict(report: crate::schema::Report) -> Result<(), HarnessError> {
     }
 }
 
-/// The files `selected` came from (an attached stack reads each scenario from its file).
-pub fn scenario_files(args: &SelectArgs, selected: &[Scenario]) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
-    let all = scenario::load_paths(&args.scenarios)?;
-    Ok(all.into_iter().filter(|(_, s)| selected.iter().any(|k| k.name() == s.name())).collect())
-}
-
 /// Loads the scenarios and keeps those the selection names; none kept is a usage error.
-pub fn select_scenarios(args: &SelectArgs) -> Result<Vec<Scenario>, HarnessError> {
-    let all = scenario::load_paths(&args.scenarios)?.into_iter().map(|(_, s)| s).collect();
-    let selection = args.selection();
-    let selected = selection.apply(all).map_err(HarnessError::Usage)?;
-    if selected.is_empty() {
-        return Err(HarnessError::Usage(format!("no scenario matches {}", selection.describe())));
-    }
-    Ok(selected)
+fn select_scenarios(args: &SelectArgs) -> Result<Vec<Scenario>, HarnessError> {
+    Ok(scenario::select::select_files(&args.scenarios, &args.selection())?.into_iter().map(|(_, s)| s).collect())
 }
 
 /// `waf-e2e list`: one line per selected scenario: name, tags, the capabilities it needs, exclusive or not.
@@ -520,6 +510,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let run_id = format!("{:08x}", rand_u32());
     let opts = stack_options(&args, timeouts.clone(), run_id.clone());
     let kind = opts.kind;
+    let (stack_words, stack_name) = run_stack(&args, kind);
     let progress = Progress::default();
     // Directories of earlier runs that were killed (SIGKILL leaves no chance to clean up).
     for removed in crate::rundir::sweep_runs() {
@@ -527,12 +518,12 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     }
     // Registered before anything starts, so a signal during the stack's start also cleans up.
     let mut signals = Signals::register();
-    progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {kind} stack", scenarios.len()));
+    progress.note(&format!("waf-e2e run {run_id}: {} scenario(s) on the {stack_words}", scenarios.len()));
     let started_at = chrono::Local::now().fixed_offset();
     let started = std::time::Instant::now();
     let mut info = RunInfo {
         run_id: run_id.clone(),
-        stack: kind.to_string(),
+        stack: stack_name,
         // The local stack renders each policy from the profile's template too; only endpoints has none.
         profile: (kind != StackKind::Endpoints).then(|| args.profile.clone()),
         envoy_version: None,
@@ -550,7 +541,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
                 info.duration = started.elapsed();
                 match &e {
                     HarnessError::Infrastructure(why) => {
-                        let why = format!("the {kind} stack did not start: {why:#}");
+                        let why = format!("the {stack_words} did not start: {why:#}");
                         // A report that cannot be written is noted on stderr; the start failure stays the verdict.
                         let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
                     }
@@ -570,13 +561,13 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         signal = signals.recv() => {
             info.duration = started.elapsed();
             info.interrupted = Some(signal.to_string());
-            let why = format!("interrupted by {signal} while the {kind} stack was starting");
+            let why = format!("interrupted by {signal} while the {stack_words} was starting");
             // A report that cannot be written is noted on stderr; the interruption stays the verdict.
             let _ = write_reports(&reports, &info, &runner::cut_short(&scenarios, &why), &progress);
             return Err(HarnessError::Infrastructure(anyhow::anyhow!(why)));
         }
     };
-    progress.note(&format!("{kind} stack up in {:.1}s", started.elapsed().as_secs_f64()));
+    progress.note(&format!("{stack_words} up in {:.1}s", started.elapsed().as_secs_f64()));
     let filter = stack.filter();
     progress.note(&format!("filter: {} (flavour `{}`); Envoy {}", filter.description, filter.flavour, filter.envoy_version.as_deref().unwrap_or("version unknown")));
     if kind == StackKind::Local {
@@ -594,7 +585,7 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     let interrupt = async { signals.recv().await.to_string() };
     let result = runner::run_until(stack.as_ref(), &scenarios, &run_opts, &progress, interrupt).await;
     if let Some(signal) = &result.interrupted {
-        progress.note(&format!("{signal}: stopping; cleaning up the {kind} stack"));
+        progress.note(&format!("{signal}: stopping; cleaning up the {stack_words}"));
     }
     let shutdown = stack.shutdown().await;
     let outcomes = result.outcomes;
@@ -684,6 +675,26 @@ fn rand_u32() -> u32 {
     u32::from_be_bytes(u.as_bytes()[..4].try_into().unwrap_or([0; 4]))
 }
 
+/// The stack a run uses, as its notes say it (`kind stack`, `attached local stack (native processes)`),
+/// and as its reports name it (`kind`, `local`).
+fn run_stack(args: &RunArgs, kind: StackKind) -> (String, String) {
+    if !args.attach {
+        return (format!("{kind} stack"), kind.to_string());
+    }
+    #[cfg(feature = "reference-proxy")]
+    if let Ok(up) = crate::attach::read_state(&state_file(&args.state)) {
+        return (format!("attached {} stack ({})", up.stack, up.parts.runtime), up.stack);
+    }
+    // Unreadable (or a build that cannot attach): attaching fails next, saying why.
+    ("attached stack of `waf-e2e up`".into(), StackKind::Local.to_string())
+}
+
+/// The state file of `waf-e2e up`: `--state`, else the default.
+#[cfg(feature = "reference-proxy")]
+fn state_file(given: &Option<PathBuf>) -> PathBuf {
+    given.clone().unwrap_or_else(crate::attach::default_state_file)
+}
+
 /// The stack of a run: a fresh one, or with `--attach` the one `waf-e2e up` keeps (the run's render applied to it).
 async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scenario], progress: &Progress) -> anyhow::Result<Box<dyn stack::Stack>> {
     if !args.attach {
@@ -691,8 +702,8 @@ async fn start_or_attach(args: &RunArgs, opts: &StackOptions, scenarios: &[Scena
     }
     #[cfg(feature = "reference-proxy")]
     {
-        let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
-        let files = scenario_files(&args.select, scenarios)?;
+        let state = state_file(&args.state);
+        let files = scenario::select::select_files(&args.select.scenarios, &args.select.selection())?;
         let remote = crate::attach::client::RemoteStack::attach(&state, &args.rendered, &files, opts.timeouts.scenario).await?;
         progress.note(&format!("attached to `waf-e2e up` ({}); {}", state.display(),
             if remote.render_changes.is_empty() { "the render is unchanged".to_string() } else { remote.render_changes.join("; ") }));
@@ -738,7 +749,7 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
         return Err(HarnessError::Usage(format!("`up --stack {}`: only the local stack can be kept up (a kind cluster is kept with `run --keep` and reused with `--reuse`)", args.stack)));
     }
     let opts = local_options(&args.local)?;
-    let state = args.state.clone().unwrap_or_else(crate::attach::default_state_file);
+    let state = state_file(&args.state);
     let mut signals = Signals::register();
     crate::attach::up::up(&opts, &state, signals.recv(), print_now).await.map_err(HarnessError::classify)
 }
@@ -747,11 +758,12 @@ async fn up(args: UpArgs) -> Result<(), HarnessError> {
 async fn watch(args: WatchArgs) -> Result<(), HarnessError> {
     let opts = crate::attach::watch::WatchOptions {
         local: local_options(&args.local)?,
-        select: args.select.clone(),
+        scenarios: args.select.scenarios.clone(),
+        selection: args.select.selection(),
         jobs: args.jobs,
         diagnostics_dir: args.diagnostics_dir.clone(),
     };
-    select_scenarios(&opts.select)?;
+    select_scenarios(&args.select)?;
     let mut signals = Signals::register();
     crate::attach::watch::watch(&opts, signals.recv(), print_now).await.map_err(HarnessError::classify)
 }

@@ -11,6 +11,32 @@ pub const RAW_PREFIX: &str = "waf_filter_tx_";
 /// The header that carries each request's correlation id into the audit record.
 pub const CORRELATION_HEADER: &str = "x-waf-e2e-id";
 
+/// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Engine On interrupted the request.
+    Blocked,
+    /// DetectionOnly would have interrupted it.
+    WouldBlock,
+}
+
+impl Decision {
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Decision::Blocked => "blocked",
+            Decision::WouldBlock => "would_block",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_label())
+    }
+}
+
 /// The `<k>=<v>` keys the filter bakes into decision stat names (design 1.1); a value ends only at the next of these.
 pub const METRIC_LABEL_KEYS: [&str; 3] = ["policy", "namespace", "authority"];
 

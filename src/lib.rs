@@ -5,7 +5,9 @@
 //! (where scenarios run: local, kind, existing cluster, endpoints), `envoy` (a real Envoy configured
 //! as Envoy Gateway configures its proxies), `waf` (the reference WAF service the stand-in filter
 //! calls), `filter` (proxy-wasm modules built from C: the stand-in filter), `assert` (the
-//! assertion engine), `report` (progress, summary, JUnit), `runner` and `cli`.
+//! assertion engine), `outcome` (a scenario's verdict and timings), `report` (progress, summary,
+//! JUnit), `runner` and `cli`. Dependencies point one way (cli -> runner -> stack -> k8s, audit, ...;
+//! report and runner both -> outcome); the `module_graph` integration test fails on a cycle.
 //!
 //! References such as "design 1.2" in comments are to the sections of `docs/design.md`.
 
@@ -20,6 +22,7 @@ pub mod container;
 pub mod contract;
 #[cfg(feature = "reference-proxy")]
 pub mod corpus;
+pub mod outcome;
 pub mod envoy;
 pub mod error;
 pub mod filter;

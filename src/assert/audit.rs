@@ -1,6 +1,6 @@
 //! Audit records matched to requests by correlation id: one record per decision, none for the rest.
 
-use crate::scenario::Decision;
+use crate::contract::Decision;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -2,7 +2,8 @@
 
 use super::server::{DiagnosticsBody, Info, PathBody};
 use crate::scenario::{Capability, Scenario};
-use crate::stack::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
+use crate::audit::{AuditCursor, AuditLines};
+use crate::stack::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,8 +87,8 @@ impl Stack for RemoteStack {
     fn name(&self) -> &str {
         &self.info.name
     }
-    fn endpoints(&self) -> &Endpoints {
-        &self.info.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.info.endpoints.clone()
     }
     fn capabilities(&self) -> &[Capability] {
         &self.info.capabilities

@@ -1,7 +1,8 @@
 //! The control API `waf-e2e up` serves on loopback: the `Stack` calls of an attached run, as JSON.
 
 use crate::stack::local::LocalStack;
-use crate::stack::{AuditCursor, ScenarioEnv, Stack};
+use crate::audit::{AuditCursor, AuditLines};
+use crate::stack::{ScenarioEnv, Stack};
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -112,7 +113,7 @@ impl Drop for ControlServer {
 pub async fn info_of(stack: &LocalStack) -> Result<Info> {
     Ok(Info {
         name: stack.name().to_string(),
-        endpoints: stack.endpoints().clone(),
+        endpoints: stack.endpoints(),
         filter: stack.filter().clone(),
         capabilities: stack.capabilities().to_vec(),
         parts: stack.attach_info().await?,
@@ -151,7 +152,7 @@ async fn cursor(State(s): State<Stk>) -> Answer<AuditCursor> {
     answer(s.audit_cursor().await)
 }
 
-async fn lines(State(s): State<Stk>, Json(c): Json<AuditCursor>) -> Answer<crate::stack::AuditLines> {
+async fn lines(State(s): State<Stk>, Json(c): Json<AuditCursor>) -> Answer<AuditLines> {
     answer(s.audit_lines_since(&c).await)
 }
 

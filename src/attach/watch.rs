@@ -9,9 +9,10 @@
 //! - the filter module (`--waf-wasm FILE`, else the stand-in's source `filter/standin.c`, rebuilt):
 //!   loaded for every scenario from then on, and every scenario re-runs.
 
+use crate::outcome::{Outcome, Verdict};
 use crate::report::{self, Progress};
-use crate::runner::{self, Outcome, RunOptions, Verdict};
-use crate::scenario::Scenario;
+use crate::runner::{self, RunOptions};
+use crate::scenario::{Scenario, Selection};
 use crate::stack::local::{LocalOptions, LocalStack};
 use crate::stack::Stack;
 use anyhow::{bail, Context, Result};
@@ -25,8 +26,10 @@ use std::time::SystemTime;
 pub struct WatchOptions {
     /// The local stack (its `rendered` is the watched render).
     pub local: LocalOptions,
-    /// Which scenarios (the files under `select.scenarios` are watched).
-    pub select: crate::cli::SelectArgs,
+    /// Where the scenario files are (every file under them is watched).
+    pub scenarios: Vec<PathBuf>,
+    /// Which of those scenarios run.
+    pub selection: Selection,
     /// How many isolated scenarios run at once.
     pub jobs: usize,
     /// Where failed scenarios' diagnostics go.
@@ -142,8 +145,7 @@ fn verdict_line(outcomes: &[Outcome]) -> String {
 }
 
 fn select(opts: &WatchOptions) -> Result<Vec<(PathBuf, Scenario)>> {
-    let selected = crate::cli::select_scenarios(&opts.select).map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::cli::scenario_files(&opts.select, &selected).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::scenario::select::select_files(&opts.scenarios, &opts.selection).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn standin_source(opts: &WatchOptions) -> PathBuf {
@@ -153,7 +155,7 @@ fn standin_source(opts: &WatchOptions) -> PathBuf {
 /// Every watched file with its kind and modification time.
 fn mtimes(opts: &WatchOptions) -> Result<BTreeMap<PathBuf, (Input, SystemTime)>> {
     let mut files = BTreeMap::new();
-    for path in &opts.select.scenarios {
+    for path in &opts.scenarios {
         collect(path, Input::Scenario, &mut files)?;
     }
     collect(&opts.local.rendered, Input::Rendered, &mut files)?;

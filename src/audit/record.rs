@@ -5,7 +5,7 @@
 //! `null`), and numbers that some producers write as strings (rule ids, severities) are accepted
 //! in either spelling.
 
-use crate::scenario::Decision;
+use crate::contract::Decision;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 

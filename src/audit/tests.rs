@@ -1,7 +1,7 @@
 //! Tests for audit lines: real-looking Envoy output, hostile input, and the helpers the assertions use.
 
 use super::*;
-use crate::scenario::Decision;
+use crate::contract::Decision;
 
 /// A line shaped like Envoy + coraza-proxy-wasm output: Go's nil maps as `null`, fields this crate does not model.
 const ENVOY_LINE: &str = r#"[2026-06-04 21:22:33.123][42][info][wasm] [source/extensions/common/wasm/context.cc:1192] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 : AuditLog:{"transaction":{"timestamp":"2026/06/04 21:22:33","unix_timestamp":1780608153123456789,"id":"pTqQSJmIXOaRfJWRhHv","client_ip":"10.244.0.7","client_port":51234,"host_ip":"","host_port":0,"server_id":"","request":{"method":"GET","protocol":"HTTP/1.1","uri":"/?id=1%27%20OR%20%271%27=%271","http_version":"1.1","headers":{":authority":["shop.example"],"X-WAF-E2E-Id":["run1-sqli-0"],"user-agent":["waf-e2e"]},"body":"","files":null,"args":{},"length":0},"response":{"protocol":"","status":403,"headers":null,"body":""},"producer":{"connector":"coraza-proxy-wasm","version":"0.5.0","server":"","rule_engine":"On","stopwatch":"","rulesets":["OWASP_CRS/4.3.0"]},"highest_severity":"critical","is_interrupted":true},"messages":[{"actionset":"","message":"SQL Injection Attack Detected via libinjection","error_message":"","data":{"file":"@owasp_crs/REQUEST-942-APPLICATION-ATTACK-SQLI.conf","line":5621,"id":942100,"rev":"","msg":"SQL Injection Attack Detected via libinjection","data":"Matched Data: s&sos found within ARGS:id: 1' OR '1'='1","severity":2,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["application-multi","language-multi","platform-multi","attack-sqli","paranoia-level/1","OWASP_CRS","capec/1000/152/248/66"],"raw":""}},{"actionset":"","message":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":{"file":"@owasp_crs/REQUEST-949-BLOCKING-EVALUATION.conf","line":11342,"id":949110,"rev":"","msg":"Inbound Anomaly Score Exceeded (Total Score: 5)","data":"","severity":0,"ver":"OWASP_CRS/4.3.0","maturity":0,"accuracy":0,"tags":["anomaly-evaluation"],"raw":""}},{"actionset":"","message":"again","data":{"id":942100}}],"future_field":{"x":1}}"#;
@@ -154,7 +154,7 @@ fn a_bare_record_from_the_container_log_stream_parses_with_its_vm() {
     let line = format!("[2026-06-04 21:22:33.123][15][info][wasm] wasm log envoyextensionpolicy/shop/block-sqli/wasm/0 coraza-root vm-1: {}\r", coraza_json());
     let parsed = parse_line(&line).expect("an audit line").expect("valid JSON");
     assert_eq!(parsed.vm, "envoyextensionpolicy/shop/block-sqli/wasm/0");
-    assert_eq!(parsed.record.decision(), Some(crate::scenario::Decision::Blocked));
+    assert_eq!(parsed.record.decision(), Some(crate::contract::Decision::Blocked));
 }
 
 #[test]

@@ -43,10 +43,10 @@ impl Mode {
     }
 
     /// The decision this mode's policy makes.
-    pub fn decision(self) -> crate::scenario::Decision {
+    pub fn decision(self) -> crate::contract::Decision {
         match self {
-            Mode::Detection => crate::scenario::Decision::WouldBlock,
-            Mode::Blocking => crate::scenario::Decision::Blocked,
+            Mode::Detection => crate::contract::Decision::WouldBlock,
+            Mode::Blocking => crate::contract::Decision::Blocked,
         }
     }
 }

@@ -8,7 +8,8 @@ use super::{policy, Mode};
 use crate::assert::counters::{self, CounterExpectation};
 use crate::audit::AuditRecord;
 use crate::contract::{sanitize, DECISIONS, TRANSACTIONS};
-use crate::scenario::{Decision, Increase};
+use crate::contract::Decision;
+use crate::scenario::Increase;
 use std::collections::BTreeMap;
 
 /// A test's result in one mode, before overrides.

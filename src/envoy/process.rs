@@ -416,7 +416,8 @@ impl EnvoyProcess {
     }
 
     /// Asks Envoy to exit (SIGTERM, which flushes its log file), waits for it, then kills it if needed.
-    pub async fn stop(self) -> Result<()> {
+    /// By reference: an update still holding the process (shared) then finds it stopped.
+    pub async fn stop(&self) -> Result<()> {
         let child = self.child.lock().ok().and_then(|mut c| c.take());
         match child {
             Some(child) => child.stop("Envoy", GRACEFUL_STOP).await,

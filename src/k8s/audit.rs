@@ -26,7 +26,8 @@ use kube::Client;
 use std::collections::BTreeMap;
 use tokio::io::AsyncReadExt;
 
-use crate::stack::{AuditCursor, AuditLines};
+use crate::audit::offsets::{align_cursor, plan_read, split_complete_lines};
+use crate::audit::{AuditCursor, AuditLines};
 
 /// The container running Envoy in an Envoy Gateway proxy pod.
 pub const ENVOY_CONTAINER: &str = "envoy";
@@ -326,41 +327,6 @@ fn parse_read_output(out: &[u8]) -> Result<(u64, u64, Vec<u8>)> {
         (Some(Ok(size)), Some(Ok(from))) => Ok((size, from, out[nl + 1..].to_vec())),
         _ => bail!("malformed size header {header:?}"),
     }
-}
-
-/// Where a read continues after a cursor at byte `cursor` of a file now `size` bytes long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadPlan {
-    /// Byte offset to read from.
-    pub from: u64,
-    /// The file shrank below the cursor (rotated or truncated): read from 0.
-    pub rotated: bool,
-}
-
-/// Plans a read: from the cursor, or from 0 when the file shrank below it.
-pub fn plan_read(cursor: u64, size: u64) -> ReadPlan {
-    if size < cursor {
-        ReadPlan { from: 0, rotated: true }
-    } else {
-        ReadPlan { from: cursor, rotated: false }
-    }
-}
-
-/// The complete lines of `bytes` (which start at byte `from`), and the offset after the last one;
-/// a partial last line is held back for the next read. Lines are split on `\n` bytes, so
-/// multi-byte UTF-8 characters are never cut; invalid UTF-8 is replaced, `\r\n` is trimmed.
-pub fn split_complete_lines(from: u64, bytes: &[u8]) -> (Vec<String>, u64) {
-    let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else { return (Vec::new(), from) };
-    let lines = bytes[..last_nl]
-        .split(|&b| b == b'\n')
-        .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
-        .collect();
-    (lines, from + last_nl as u64 + 1)
-}
-
-/// The cursor for a tail read starting at byte `from`: just after its last complete line.
-pub fn align_cursor(from: u64, bytes: &[u8]) -> u64 {
-    split_complete_lines(from, bytes).1
 }
 
 /// Lines of a `timestamps=true` log stamped after `after_ns` (ns since the epoch), and the stamp of

@@ -2,7 +2,7 @@
 //! verdict, failures, phase timings, audit latency and why it did not run, if it did not.
 
 use super::RunInfo;
-use crate::runner::{Outcome, Verdict, NOT_RUN};
+use crate::outcome::{Outcome, Verdict, NOT_RUN};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -172,7 +172,7 @@ pub fn write_json(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<(
 mod tests {
     use super::*;
     use crate::report::junit::tests::info;
-    use crate::runner::Timings;
+    use crate::outcome::Timings;
 
     fn outcome(name: &str, verdict: Verdict) -> Outcome {
         let timings = Timings { traffic: Duration::from_millis(120), ..Timings::default() };

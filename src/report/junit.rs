@@ -3,7 +3,7 @@
 //! each scenario's phase timings as testcase properties.
 
 use super::RunInfo;
-use crate::runner::{Outcome, Verdict};
+use crate::outcome::{Outcome, Verdict};
 use anyhow::{Context, Result};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::Path;
@@ -78,7 +78,7 @@ pub fn write_junit(path: &Path, info: &RunInfo, outcomes: &[Outcome]) -> Result<
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::runner::Timings;
+    use crate::outcome::Timings;
     use std::time::Duration;
 
     pub(crate) fn info() -> RunInfo {
@@ -127,7 +127,7 @@ pub(crate) mod tests {
     #[test]
     fn scenarios_cut_short_are_errors_and_fail_fast_ones_are_skipped() {
         let outcomes = [
-            outcome("cut", Verdict::Broken(format!("{}: interrupted by SIGINT", crate::runner::NOT_RUN))),
+            outcome("cut", Verdict::Broken(format!("{}: interrupted by SIGINT", crate::outcome::NOT_RUN))),
             outcome("later", Verdict::NotRun("--fail-fast: x failed before this scenario started".into())),
         ];
         let xml = render_junit(&info(), &outcomes).unwrap();

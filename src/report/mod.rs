@@ -8,7 +8,7 @@ pub use json::write_json;
 pub use junit::write_junit;
 pub use summary::{exit_verdict, summary_table};
 
-use crate::runner::{Outcome, Verdict};
+use crate::outcome::{Outcome, Verdict};
 use std::io::Write;
 
 /// Progress lines on stderr, one when a scenario starts and one when it ends.

@@ -1,11 +1,13 @@
 //! The summary table printed after a run, and the run's overall verdict.
 
 use crate::error::HarnessError;
-use crate::runner::{Outcome, Verdict};
+use crate::outcome::{Outcome, Verdict};
 use std::fmt::Write;
 
 /// A table of every scenario: verdict, time, where the time went, and failures in full below it.
+/// A note every scenario that ran carries word for word is a fact of the run: printed once.
 pub fn summary_table(outcomes: &[Outcome]) -> String {
+    let shared = shared_notes(outcomes);
     let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(8).max(8);
     let mut out = String::new();
     let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}", "scenario", "result", "total", "install", "baseline", "traffic", "settle", "confirm", "audit", "audit lat");
@@ -29,6 +31,9 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
         count(|v| matches!(v, Verdict::Passed)), count(|v| matches!(v, Verdict::Failed(_))),
         count(|v| matches!(v, Verdict::Skipped(_))), count(|v| matches!(v, Verdict::Broken(_))),
         count(|v| matches!(v, Verdict::NotRun(_))));
+    for n in &shared {
+        let _ = writeln!(out, "every scenario: {n}");
+    }
     for o in outcomes {
         match &o.verdict {
             Verdict::Failed(failures) => {
@@ -54,7 +59,7 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
                 let _ = writeln!(out, "  - {n}");
             }
         }
-        for n in &o.notes {
+        for n in o.notes.iter().filter(|n| !shared.contains(n)) {
             let _ = writeln!(out, "  {}: {n}", o.name);
         }
         if let Some(dir) = &o.diagnostics {
@@ -62,6 +67,13 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
         }
     }
     out
+}
+
+/// The notes that every scenario with notes carries, when at least two have notes (one scenario's notes are its own).
+fn shared_notes(outcomes: &[Outcome]) -> Vec<&String> {
+    let mut with_notes = outcomes.iter().filter(|o| !o.notes.is_empty());
+    let (Some(first), Some(_)) = (with_notes.next(), with_notes.next()) else { return Vec::new() };
+    first.notes.iter().filter(|n| outcomes.iter().filter(|o| !o.notes.is_empty()).all(|o| o.notes.contains(n))).collect()
 }
 
 /// The run's verdict: an infrastructure failure (exit 3) outranks scenario failures (exit 1).
@@ -74,7 +86,7 @@ pub fn exit_verdict(outcomes: &[Outcome]) -> Result<(), HarnessError> {
         })
         .collect();
     // Name the scenario that saw the failure, not one that was cut short because of it.
-    if let Some((name, why)) = broken.iter().find(|(_, why)| !why.starts_with(crate::runner::NOT_RUN)).or(broken.first()) {
+    if let Some((name, why)) = broken.iter().find(|(_, why)| !why.starts_with(crate::outcome::NOT_RUN)).or(broken.first()) {
         return Err(HarnessError::Infrastructure(anyhow::anyhow!("scenario {name}: {why}")));
     }
     let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count();
@@ -82,4 +94,47 @@ pub fn exit_verdict(outcomes: &[Outcome]) -> Result<(), HarnessError> {
         return Err(HarnessError::ScenariosFailed(failed));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Timings;
+    use std::time::Duration;
+
+    fn passed(name: &str, notes: &[&str]) -> Outcome {
+        Outcome {
+            name: name.into(),
+            verdict: Verdict::Passed,
+            duration: Duration::from_secs(1),
+            timings: Timings::default(),
+            diagnostics: None,
+            not_checked: Vec::new(),
+            notes: notes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_note_every_scenario_carries_is_printed_once_and_notes_that_differ_per_scenario() {
+        let flushed = "audit log read after: Envoy wrote its log at the harness's request";
+        let outcomes = [passed("a", &[flushed, "request `a` #1: the backend received it complete"]), passed("b", &[flushed]), passed("c", &[flushed])];
+        let table = summary_table(&outcomes);
+        assert_eq!(table.matches(flushed).count(), 1, "{table}");
+        assert!(table.contains(&format!("every scenario: {flushed}")), "{table}");
+        assert!(table.contains("  a: request `a` #1: the backend received it complete"), "{table}");
+    }
+
+    #[test]
+    fn a_note_one_scenario_lacks_stays_with_each_scenario_that_has_it() {
+        let outcomes = [passed("a", &["audit log read after: count 1 -> 2"]), passed("b", &["audit log read after: count 2 -> 3"]), passed("skipped", &[])];
+        let table = summary_table(&outcomes);
+        assert!(!table.contains("every scenario:"), "{table}");
+        assert!(table.contains("  a: audit log read after: count 1 -> 2") && table.contains("  b: audit log read after: count 2 -> 3"), "{table}");
+    }
+
+    #[test]
+    fn the_notes_of_a_single_scenario_stay_its_own() {
+        let table = summary_table(&[passed("a", &["request `a` #1: the backend received it complete"])]);
+        assert!(!table.contains("every scenario:") && table.contains("  a: request `a` #1"), "{table}");
+    }
 }

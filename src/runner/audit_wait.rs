@@ -8,7 +8,8 @@
 //! after the last request (the stack's flush count rises, or where it cannot tell, Envoy's flush
 //! interval has passed; deadline `Timeouts::audit_flushed`).
 
-use crate::stack::{AuditCursor, AuditLines, Stack};
+use crate::audit::{AuditCursor, AuditLines};
+use crate::stack::Stack;
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{Context, Result};

@@ -69,13 +69,12 @@ pub fn resolve(scenario: &Scenario, env: &ScenarioEnv, flavour: &str) -> Resolve
         out.audit.push(ExpectedRecord { request: a.request.value.clone(), decision: a.decision, rule_ids });
     }
     for r in &scenario.traffic.value {
-        match r.reaches_backend.get(flavour) {
+        let Some(required) = &r.reaches_backend else { continue };
+        match required.for_flavour(flavour) {
             Some(reach) => {
-                out.reaches_backend.insert(r.name.value.clone(), *reach);
+                out.reaches_backend.insert(r.name.value.clone(), reach);
             }
-            None if !r.reaches_backend.is_empty() => out.not_checked.push(format!(
-                "request `{}`: `reaches_backend` has no value for filter `{flavour}`", r.name.value)),
-            None => {}
+            None => out.not_checked.push(format!("request `{}`: `reaches_backend` has no value for filter `{flavour}`", r.name.value)),
         }
     }
     out
@@ -159,5 +158,25 @@ expect:
         assert_eq!(r.counters[0].labels["phase"], "http_request_headers");
         assert!(!r.reaches_backend["sqli"]);
         assert_eq!(r.not_checked.len(), 1, "{:?}", r.not_checked);
+    }
+
+    #[test]
+    fn a_plain_boolean_reaches_backend_holds_for_every_filter_flavour() {
+        let text = SCENARIO.replace("reaches_backend: {stand-in: true, coraza-proxy-wasm-release: false}", "reaches_backend: false");
+        let scenario = crate::scenario::load::parse(std::path::Path::new("plain.yaml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        for flavour in ["stand-in", "coraza-proxy-wasm-release", "custom-team-build"] {
+            let r = resolve(&scenario, &env(), flavour);
+            assert_eq!(r.reaches_backend.get("sqli"), Some(&false), "{flavour}");
+            assert!(!r.not_checked.iter().any(|n| n.contains("reaches_backend")), "{flavour}: {:?}", r.not_checked);
+        }
+    }
+
+    #[test]
+    fn reaches_backend_that_is_neither_a_boolean_nor_a_map_of_booleans_is_invalid_input() {
+        for value in ["yes please", "{stand-in: maybe}", "[true]"] {
+            let text = SCENARIO.replace("{stand-in: true, coraza-proxy-wasm-release: false}", value);
+            let err = crate::scenario::load::parse(std::path::Path::new("bad.yaml"), &text).unwrap_err().to_string();
+            assert!(err.contains("reaches_backend"), "{value}: {err}");
+        }
     }
 }

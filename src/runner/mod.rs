@@ -6,6 +6,7 @@ pub mod reach;
 pub mod scenario;
 pub mod traffic;
 
+use crate::outcome::{Outcome, Timings, Verdict, NOT_RUN};
 use crate::report::Progress;
 use crate::scenario::Scenario;
 use crate::stack::Stack;
@@ -13,45 +14,6 @@ use crate::timeouts::Timeouts;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-pub use scenario::Timings;
-
-/// How the verdict of a scenario cut short by another's infrastructure failure begins.
-pub const NOT_RUN: &str = "not run to the end";
-
-/// How a scenario ended.
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    /// Every expectation held.
-    Passed,
-    /// At least one expectation failed; each message says expected vs observed.
-    Failed(Vec<String>),
-    /// Not run on this stack, with the reason (e.g. a capability its profile lacks).
-    Skipped(String),
-    /// The infrastructure failed under it; its verdict cannot be trusted.
-    Broken(String),
-    /// Never started because the run stopped early (`--fail-fast` after a failure), with the reason.
-    NotRun(String),
-}
-
-/// One scenario's result.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The scenario's name.
-    pub name: String,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Wall time of the whole scenario.
-    pub duration: Duration,
-    /// Where the time went.
-    pub timings: Timings,
-    /// The diagnostics bundle, when one was written.
-    pub diagnostics: Option<PathBuf>,
-    /// Expectations the filter in use has no value for: not checked, and never counted as passed.
-    pub not_checked: Vec<String>,
-    /// What else the run observed (the filter checked, backend reach, how the audit wait ended).
-    pub notes: Vec<String>,
-}
 
 /// Options of one run.
 #[derive(Debug, Clone)]

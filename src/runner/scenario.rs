@@ -6,31 +6,14 @@ use crate::assert::counters::{self, CounterExpectation, Snapshot};
 use crate::assert::prom::{quote, PromClient};
 use crate::assert::scrape::{self, ScrapeRound, ScrapeTargets};
 use crate::contract::{sanitize, DECISIONS, WAF_SERIES_REGEX};
+use crate::outcome::Timings;
 use crate::scenario::Scenario;
-use crate::stack::{AuditLines, ScenarioEnv, Stack};
+use crate::audit::AuditLines;
+use crate::stack::{ScenarioEnv, Stack};
 use crate::timeouts::Timeouts;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// Where the time of one scenario went.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Timings {
-    /// Installing policy, route and backend.
-    pub install: Duration,
-    /// Waiting for the target and the baseline scrape.
-    pub baseline: Duration,
-    /// Sending the traffic.
-    pub traffic: Duration,
-    /// From the last response to the first scrape after it (the settle latency).
-    pub settle: Duration,
-    /// The confirming scrape.
-    pub confirm: Duration,
-    /// Waiting for the audit records and for the log to be flushed after the traffic.
-    pub audit: Duration,
-    /// From the last response until every expected audit record had been read (none expected: `None`).
-    pub audit_latency: Option<Duration>,
-}
+use std::time::Instant;
 
 /// What one scenario observed, before the verdict is drawn.
 pub struct Observation {
@@ -40,7 +23,7 @@ pub struct Observation {
     pub failures: Vec<String>,
     /// Expectations this filter has no value for (reported as not checked, never as passed).
     pub not_checked: Vec<String>,
-    /// Facts worth reporting even on a pass: which filter's expectations were checked, backend reach, how the audit wait ended.
+    /// Facts worth reporting even on a pass: backend reach, how the audit wait ended.
     pub notes: Vec<String>,
     /// Phase timings.
     pub timings: Timings,
@@ -54,7 +37,8 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     let filter = stack.filter();
     let expected = expect::resolve(scenario, &env, &filter.flavour);
     let mut timings = Timings::default();
-    let mut notes = vec![format!("expectations checked for filter `{}` ({})", filter.flavour, filter.description)];
+    // The filter is the run's, in its header and reports (RunInfo::filter), not repeated per scenario.
+    let mut notes = Vec::new();
 
     let started = Instant::now();
     let targets = scrape::target_up(&prom, &endpoints.scrape_pool, timeouts.target_up).await?;

@@ -164,7 +164,11 @@ fn validate(path: &Path, s: &Scenario) -> Vec<InputProblem> {
         if r.method.is_empty() || !r.method.bytes().all(|b| b.is_ascii_uppercase()) {
             bad(&r.name.referenced, &format!("traffic[{i}].method"), format!("`{}` is not an upper-case HTTP method", r.method));
         }
-        for flavour in r.reaches_backend.keys() {
+        let by_flavour = match &r.reaches_backend {
+            Some(crate::scenario::ReachesBackend::PerFlavour(by_flavour)) => by_flavour.keys().collect(),
+            _ => Vec::new(),
+        };
+        for flavour in by_flavour {
             if let Some(msg) = flavour_problem(flavour) {
                 bad(&r.name.referenced, &format!("traffic[{i}].reaches_backend.{flavour}"), msg);
             }

@@ -1,5 +1,6 @@
 //! The scenario file format (design, section 3): a WAF policy, its traffic, and what must be observed.
 
+use crate::contract::Decision;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -59,7 +60,9 @@ pub struct Policy {
     pub rules: RuleSet,
 }
 
-/// The WAF engine mode (SecRuleEngine).
+/// The WAF engine mode (SecRuleEngine). Write `"On"` quoted: YAML 1.1 readers (PyYAML, yamllint's
+/// default `truthy` rule, Go's yaml.v2) read a plain `On` as the boolean `true`, which this schema
+/// rejects; waf-e2e reads YAML 1.2 and accepts both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum Mode {
     /// Interrupt matching requests.
@@ -125,11 +128,32 @@ pub struct Request {
     /// The status every send must get back.
     #[schemars(with = "u16")]
     pub expect_status: Spanned<u16>,
-    /// Per filter flavour: whether every send must reach the backend complete (`true`) or never
-    /// complete (`false`); whether the headers alone got there depends on Envoy's connection pool
-    /// and is never asserted. A flavour without an entry is reported as not checked.
+    /// Whether every send must reach the backend complete (`true`) or never complete (`false`):
+    /// one value for every filter flavour, or a map per flavour. Whether the headers alone got
+    /// there depends on Envoy's connection pool and is never asserted.
     #[serde(default)]
-    pub reaches_backend: BTreeMap<String, bool>,
+    pub reaches_backend: Option<ReachesBackend>,
+}
+
+/// `reaches_backend`: a plain boolean for every filter flavour, or a value per flavour.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReachesBackend {
+    /// The same for every filter flavour.
+    Every(bool),
+    /// Per filter flavour (`{stand-in: true, coraza-proxy-wasm-release: false}`); a flavour without
+    /// an entry is reported as not checked.
+    PerFlavour(BTreeMap<String, bool>),
+}
+
+impl ReachesBackend {
+    /// The value for `flavour`; `None` when a per-flavour map has no entry for it.
+    pub fn for_flavour(&self, flavour: &str) -> Option<bool> {
+        match self {
+            ReachesBackend::Every(reach) => Some(*reach),
+            ReachesBackend::PerFlavour(by_flavour) => by_flavour.get(flavour).copied(),
+        }
+    }
 }
 
 fn default_method() -> String {
@@ -138,32 +162,6 @@ fn default_method() -> String {
 
 fn default_repeat() -> Spanned<u32> {
     Spanned::new(1, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
-}
-
-/// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Engine On interrupted the request.
-    Blocked,
-    /// DetectionOnly would have interrupted it.
-    WouldBlock,
-}
-
-impl Decision {
-    /// The label value.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Decision::Blocked => "blocked",
-            Decision::WouldBlock => "would_block",
-        }
-    }
-}
-
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_label())
-    }
 }
 
 /// Everything that must be observed after the traffic.

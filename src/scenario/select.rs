@@ -1,7 +1,9 @@
 //! Choosing scenarios by name glob and tag, the same way for `run`, `plan` and `list`.
 
 use super::model::Scenario;
+use crate::error::HarnessError;
 use globset::{Glob, GlobMatcher};
+use std::path::PathBuf;
 
 /// Which scenarios a command works on: every filter given must hold.
 #[derive(Debug, Clone, Default)]
@@ -17,17 +19,22 @@ pub struct Selection {
 impl Selection {
     /// The scenarios of `all` this selection keeps, in their order; `Err` is a usage problem (a bad glob).
     pub fn apply(&self, all: Vec<Scenario>) -> Result<Vec<Scenario>, String> {
+        let keeps = self.matcher()?;
+        Ok(all.into_iter().filter(|s| keeps(s)).collect())
+    }
+
+    /// Whether this selection keeps a scenario; `Err` is a usage problem (a bad glob).
+    fn matcher(&self) -> Result<impl Fn(&Scenario) -> bool + '_, String> {
         let globs = self
             .names
             .iter()
             .map(|g| Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| format!("--scenario {g:?}: {e}")))
             .collect::<Result<Vec<GlobMatcher>, _>>()?;
-        Ok(all
-            .into_iter()
-            .filter(|s| globs.is_empty() || globs.iter().any(|m| m.is_match(s.name())))
-            .filter(|s| self.tags.is_empty() || self.tags.iter().any(|t| s.has_tag(t)))
-            .filter(|s| !self.exclude_tags.iter().any(|t| s.has_tag(t)))
-            .collect())
+        Ok(move |s: &Scenario| {
+            (globs.is_empty() || globs.iter().any(|m| m.is_match(s.name())))
+                && (self.tags.is_empty() || self.tags.iter().any(|t| s.has_tag(t)))
+                && !self.exclude_tags.iter().any(|t| s.has_tag(t))
+        })
     }
 
     /// The selection in words, for "no scenario matches ..." messages.
@@ -44,6 +51,18 @@ impl Selection {
         }
         if parts.is_empty() { "the scenario files".into() } else { parts.join(" and ") }
     }
+}
+
+/// Loads the scenario files under `paths` and keeps those `selection` names, each with the file it
+/// came from (an attached stack reads each scenario from its file); none kept is a usage error.
+pub fn select_files(paths: &[PathBuf], selection: &Selection) -> Result<Vec<(PathBuf, Scenario)>, HarnessError> {
+    let all = super::load_paths(paths)?;
+    let keeps = selection.matcher().map_err(HarnessError::Usage)?;
+    let selected: Vec<(PathBuf, Scenario)> = all.into_iter().filter(|(_, s)| keeps(s)).collect();
+    if selected.is_empty() {
+        return Err(HarnessError::Usage(format!("no scenario matches {}", selection.describe())));
+    }
+    Ok(selected)
 }
 
 #[cfg(test)]

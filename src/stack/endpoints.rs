@@ -9,8 +9,9 @@
 //! policy from a WAF that did not decide. Counters are asserted as increases over a baseline, so
 //! traffic of other clients on the same routes can break exact expectations: use a quiet deployment.
 
-use super::{AuditCursor, AuditLines, Endpoints, FilterInfo, ScenarioEnv, Stack};
+use super::{Endpoints, FilterInfo, ScenarioEnv, Stack};
 use crate::assert::prom::PromClient;
+use crate::audit::{AuditCursor, AuditLines};
 use crate::scenario::{Capability, Scenario};
 use crate::timeouts::Timeouts;
 use anyhow::{bail, Context, Result};
@@ -260,8 +261,8 @@ impl Stack for EndpointsStack {
         "endpoints"
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.clone()
     }
 
     fn capabilities(&self) -> &[Capability] {
@@ -292,14 +293,7 @@ impl Stack for EndpointsStack {
 
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
         let (source, bytes) = self.read_audit().await?;
-        let offset = cursor.0.get(&source).copied().unwrap_or(0);
-        let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
-        if read.rotated {
-            tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
-        }
-        let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::k8s::audit::split_complete_lines(read.from, &bytes[from..]);
-        Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
+        Ok(crate::audit::offsets::lines_after(cursor, &source, &bytes))
     }
 
     async fn raw_stats(&self) -> Result<String> {

@@ -6,6 +6,7 @@ pub mod kind;
 #[cfg(feature = "reference-proxy")]
 pub mod local;
 
+use crate::audit::{AuditCursor, AuditLines};
 use crate::scenario::{Capability, Scenario};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -37,17 +38,6 @@ pub struct ScenarioEnv {
     pub gateway_namespace: String,
     /// Hostname the scenario's route matches.
     pub host: String,
-}
-
-/// A position in the audit log sources, taken before traffic so only newer records are read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditCursor(pub BTreeMap<String, u64>);
-
-/// Audit log lines read after a cursor, per source (file or pod).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct AuditLines {
-    /// Every complete line written after the cursor, in order, tagged with its source.
-    pub lines: Vec<(String, String)>,
 }
 
 /// Which WAF filter runs on a stack: reports name it, and filter-dependent expectations are chosen by its flavour.
@@ -88,8 +78,9 @@ impl std::fmt::Display for BackendReach {
 pub trait Stack: Send + Sync {
     /// Short name for reports (`local`, `kind`, `cluster`).
     fn name(&self) -> &str;
-    /// Endpoints for traffic, Prometheus and the scrape pool.
-    fn endpoints(&self) -> &Endpoints;
+    /// Endpoints for traffic, Prometheus and the scrape pool, as they are now (a copy: the local
+    /// stack's scrape pool follows a renamed PodMonitor).
+    fn endpoints(&self) -> Endpoints;
     /// What this stack's WAF filter can do; scenarios needing more are skipped with the reason.
     fn capabilities(&self) -> &[Capability];
     /// The WAF filter (and Envoy) in use.

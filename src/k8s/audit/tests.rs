@@ -4,65 +4,6 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, VolumeMount};
 use serde_json::json;
 
 #[test]
-fn complete_lines_are_returned_and_a_partial_last_line_is_held_back() {
-    let (lines, next) = split_complete_lines(100, b"one\ntwo\nthr");
-    assert_eq!(lines, ["one", "two"]);
-    assert_eq!(next, 108);
-    // the next read starts at the held-back line and completes it
-    let (lines, next) = split_complete_lines(next, b"three\n");
-    assert_eq!(lines, ["three"]);
-    assert_eq!(next, 114);
-}
-
-#[test]
-fn an_empty_read_or_one_without_a_newline_keeps_the_offset() {
-    assert_eq!(split_complete_lines(42, b""), (Vec::<String>::new(), 42));
-    assert_eq!(split_complete_lines(42, b"no newline yet"), (Vec::<String>::new(), 42));
-}
-
-#[test]
-fn offsets_count_bytes_so_multi_byte_characters_are_never_cut() {
-    let text = "AuditLog:{\"uri\":\"/caf\u{e9}?q=\u{2713}\"}\n";
-    let bytes = text.as_bytes();
-    // a read that ends inside the two-byte 'é' holds the whole line back
-    let cut = bytes.iter().position(|&b| b == 0xC3).unwrap() + 1;
-    assert_eq!(split_complete_lines(0, &bytes[..cut]), (Vec::<String>::new(), 0));
-    let (lines, next) = split_complete_lines(0, bytes);
-    assert_eq!(lines, [text.trim_end()]);
-    assert_eq!(next, bytes.len() as u64);
-    assert!(bytes.len() > text.chars().count(), "the offset is in bytes, not characters");
-}
-
-#[test]
-fn crlf_endings_and_empty_lines_are_kept_as_lines() {
-    let (lines, next) = split_complete_lines(0, b"a\r\n\nb\n");
-    assert_eq!(lines, ["a", "", "b"]);
-    assert_eq!(next, 6);
-}
-
-#[test]
-fn invalid_utf8_is_replaced_not_fatal() {
-    let (lines, _) = split_complete_lines(0, b"ok \xff\xfe bytes\n");
-    assert_eq!(lines, ["ok \u{fffd}\u{fffd} bytes"]);
-}
-
-#[test]
-fn a_file_that_shrank_below_the_cursor_is_read_from_the_start() {
-    assert_eq!(plan_read(500, 800), ReadPlan { from: 500, rotated: false });
-    assert_eq!(plan_read(500, 500), ReadPlan { from: 500, rotated: false });
-    assert_eq!(plan_read(500, 120), ReadPlan { from: 0, rotated: true });
-    assert_eq!(plan_read(0, 0), ReadPlan { from: 0, rotated: false });
-}
-
-#[test]
-fn a_cursor_lands_after_the_last_complete_line_of_the_tail() {
-    // tail of a file starting at byte 1000; the last line is still being written
-    assert_eq!(align_cursor(1000, b"ial line\nfull line\nbeing writ"), 1019);
-    assert_eq!(align_cursor(1000, b"ends cleanly\n"), 1013);
-    assert_eq!(align_cursor(0, b""), 0);
-}
-
-#[test]
 fn the_read_scripts_output_splits_into_size_start_and_bytes() {
     let (size, from, bytes) = parse_read_output(b"1234 1200\nline a\nline").unwrap();
     assert_eq!((size, from, bytes.as_slice()), (1234, 1200, &b"line a\nline"[..]));

@@ -17,7 +17,8 @@ use super::ClusterOpts;
 use crate::error::HarnessError;
 use crate::k8s::{self, AppliedObject, AuditReader, PortForward};
 use crate::scenario::{Capability, Scenario};
-use crate::stack::{AuditCursor, AuditLines, Endpoints, FilterInfo, ScenarioEnv, Stack};
+use crate::audit::{AuditCursor, AuditLines};
+use crate::stack::{Endpoints, FilterInfo, ScenarioEnv, Stack};
 use crate::timeouts::Timeouts;
 use crate::wait::{self, Check};
 use anyhow::{anyhow, Context, Result};
@@ -343,8 +344,8 @@ impl Stack for KindStack {
         &self.name
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.clone()
     }
 
     fn capabilities(&self) -> &[Capability] {

@@ -5,8 +5,8 @@
 
 use super::plan::{Plan, PlanStep};
 use super::steps::{envoyproxy_adjustment, gateway_manifest, namespaces_manifest};
-use crate::schema::crds::CrdIndex;
-use crate::schema::{self, Report, Subject};
+use crate::schema::crds::{CrdIndex, Lookup};
+use crate::schema::{self, Problem, Report, Subject};
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,8 @@ fn documents(file: &Path, text: &str) -> Result<Vec<Subject>> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).map(|value| Subject { file: file.to_path_buf(), value }).collect())
 }
 
-/// The CRDs inside the profile's cached release manifests, and the downloads that are not cached.
+/// The CRDs inside the profile's cached release manifests, and the downloads that are not cached
+/// (`name version`).
 pub fn cached_schemas(plan: &Plan, wanted: &dyn Fn(&str, &str) -> bool) -> Result<(CrdIndex, Vec<String>)> {
     let mut index = CrdIndex::default();
     let mut missing = Vec::new();
@@ -68,7 +69,7 @@ pub fn cached_schemas(plan: &Plan, wanted: &dyn Fn(&str, &str) -> bool) -> Resul
             Ok(text) => {
                 index.add_text_wanted(&path, &text, Some(wanted))?;
             }
-            Err(_) => missing.push(format!("{} {} ({})", d.name, d.version, path.display())),
+            Err(_) => missing.push(format!("{} {}", d.name, d.version)),
         }
     }
     Ok((index, missing))
@@ -76,26 +77,62 @@ pub fn cached_schemas(plan: &Plan, wanted: &dyn Fn(&str, &str) -> bool) -> Resul
 
 /// Checks every object the plan would apply against the CRDs under `schemas` (when empty, those in
 /// the profile's cached release manifests), with the time the whole check took, schema loading included.
+///
+/// Without `schemas`, a custom kind whose CRD is in none of the cached manifests while some manifest
+/// is not cached cannot be blamed on the object: its schema check did not run, which the report says
+/// once, with how to run it; only its metadata is checked. With `schemas`, a missing CRD is a problem.
 pub fn check_plan(plan: &Plan, schemas: &[PathBuf]) -> Result<Report> {
     let started = Instant::now();
     let (subjects, mut not_checked) = plan_subjects(plan)?;
     let loading = Instant::now();
-    let wanted = schema::needs(&subjects);
-    let index = if schemas.is_empty() {
-        let (index, missing) = cached_schemas(plan, &wanted)?;
-        for m in missing {
-            not_checked.push(format!("no schemas from {m}: not cached (a run downloads it; or pass --schemas DIR)"));
-        }
-        index
-    } else {
-        CrdIndex::load_wanted(schemas, Some(&wanted))?
+    let (index, uncached) = {
+        let wanted = schema::needs(&subjects);
+        if schemas.is_empty() { cached_schemas(plan, &wanted)? } else { (CrdIndex::load_wanted(schemas, Some(&wanted))?, Vec::new()) }
     };
     let schema_load = loading.elapsed();
-    let mut report = schema::check(&subjects, &index);
+    let (unchecked, checked): (Vec<Subject>, Vec<Subject>) =
+        subjects.into_iter().partition(|s| !uncached.is_empty() && crd_not_found(&index, &s.value));
+    let mut report = schema::check(&checked, &index);
+    report.problems.extend(metadata_problems(&unchecked));
+    if unchecked.is_empty() {
+        let cache = plan.cache.dir().display();
+        not_checked.extend(uncached.iter().map(|m| format!("no schemas from {m}: not cached in {cache} (a run downloads it; or pass --schemas DIR)")));
+    } else {
+        not_checked.insert(0, schema_check_did_not_run(&unchecked, &uncached, uncached.len() == plan.profile.downloads().count(), plan.cache.dir()));
+    }
     report.not_checked = not_checked;
     report.schema_load = schema_load;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Whether `object` is of a custom kind with no CRD in `index` (no apiVersion or kind: the check reports that).
+fn crd_not_found(index: &CrdIndex, object: &Value) -> bool {
+    let (Some(api_version), Some(kind)) = (object["apiVersion"].as_str(), object["kind"].as_str()) else { return false };
+    !schema::core::is_built_in(crate::schema::crds::split_api_version(api_version).0) && matches!(index.lookup(api_version, kind), Lookup::Missing)
+}
+
+/// What an API server checks of any object's metadata (name, fields), for objects whose schema is not at hand.
+fn metadata_problems(subjects: &[Subject]) -> Vec<Problem> {
+    let problem = |s: &Subject, f: schema::structural::Finding| Problem { object: schema::object_name(&s.value), file: s.file.clone(), field: f.field, rule: f.rule, message: f.message };
+    subjects.iter().flat_map(|s| schema::core::check_metadata(&s.value, None).into_iter().map(move |f| problem(s, f))).collect()
+}
+
+/// The one note that says which objects' schema check did not run, why, and how to run it.
+fn schema_check_did_not_run(unchecked: &[Subject], uncached: &[String], nothing_cached: bool, cache: &Path) -> String {
+    let mut kinds: Vec<&str> = unchecked.iter().filter_map(|s| s.value["kind"].as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let why = if nothing_cached { "no CRDs are cached" } else { "their CRDs are in none of the cached release manifests" };
+    format!(
+        "the schema check of {} object(s) ({}) did NOT RUN: {why} (not cached: {}); only their metadata was checked. \
+         To run it: pass --schemas DIR (directories holding the releases' CRD files), or make one online run on the kind \
+         or cluster stack (`waf-e2e run`), which downloads the release manifests into {}",
+        unchecked.len(),
+        kinds.join(", "),
+        uncached.join(", "),
+        cache.display()
+    )
 }
 
 #[cfg(test)]
@@ -145,7 +182,44 @@ mod tests {
         assert_eq!(report.crds, 1, "{report}");
         let tier_problems: Vec<_> = report.problems.iter().filter(|p| p.object.starts_with("Tier ")).collect();
         assert!(tier_problems.is_empty(), "the Tiers have their schema: {tier_problems:?}");
+        // The PodMonitor's CRD is in a manifest that is not cached: not the object's fault, so no problem.
+        assert!(!report.problems.iter().any(|p| p.object.starts_with("PodMonitor ")), "{report}");
+        let note = &report.not_checked[0];
+        assert!(note.contains("did NOT RUN") && note.contains("PodMonitor") && !note.contains("Tier"), "{report}");
+        assert!(note.contains("in none of the cached release manifests") && note.contains("envoy-gateway v1.7.2"), "{report}");
+    }
+
+    #[test]
+    fn with_nothing_cached_the_report_says_once_that_the_schema_check_did_not_run_and_how_to_run_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let report = check_plan(&plan(cache.path()), &[]).unwrap();
+        assert_eq!(report.problems, Vec::new(), "{report}");
+        let notes: Vec<&String> = report.not_checked.iter().filter(|n| n.contains("NOT RUN") || n.contains("not cached")).collect();
+        assert_eq!(notes.len(), 1, "{report}");
+        for needle in ["no CRDs are cached", "PodMonitor", "GlobalNetworkPolicy", "--schemas DIR", "`waf-e2e run`", &cache.path().display().to_string()] {
+            assert!(notes[0].contains(needle), "{needle:?} missing: {}", notes[0]);
+        }
+    }
+
+    #[test]
+    fn with_schema_dirs_a_kind_without_a_crd_is_still_a_problem() {
+        let cache = tempfile::tempdir().unwrap();
+        let schemas = tempfile::tempdir().unwrap();
+        std::fs::write(schemas.path().join("tier.yaml"), tier_crd()).unwrap();
+        let report = check_plan(&plan(cache.path()), &[schemas.path().to_path_buf()]).unwrap();
         assert!(report.problems.iter().any(|p| p.object.starts_with("PodMonitor ") && p.rule == "no schema"), "{report}");
-        assert!(report.not_checked.iter().any(|n| n.contains("envoy-gateway v1.7.2") && n.contains("not cached")), "{report}");
+        assert!(!report.not_checked.iter().any(|n| n.contains("NOT RUN")), "{report}");
+    }
+
+    #[test]
+    fn an_object_whose_schema_is_not_cached_still_has_its_metadata_checked() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut p = plan(cache.path());
+        let podmonitor = p.rendered.documents.iter_mut().find(|d| d.value["kind"] == "PodMonitor").unwrap();
+        podmonitor.value["metadata"]["name"] = "Tigera_WAF".into();
+        let report = check_plan(&p, &[]).unwrap();
+        let problem = report.problems.iter().find(|p| p.object.starts_with("PodMonitor ")).unwrap_or_else(|| panic!("{report}"));
+        assert_eq!((problem.field.as_str(), problem.rule.as_str()), ("metadata.name", "DNS-1123 subdomain"), "{report}");
+        assert!(problem.file.ends_with("podmonitor.yaml"), "{problem}");
     }
 }

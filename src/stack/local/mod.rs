@@ -9,10 +9,12 @@
 pub mod echo;
 mod parts;
 mod reload;
+mod routes;
 
 pub use reload::AttachInfo;
 
-use super::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use super::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack, StackOptions};
+use crate::audit::{AuditCursor, AuditLines};
 use crate::envoy::{EnvoyProcess, RouteSpec};
 use crate::prometheus::PrometheusProcess;
 use crate::scenario::{Capability, Scenario};
@@ -82,18 +84,21 @@ impl LocalOptions {
 
 /// Envoy + Prometheus + echo backend (+ the reference WAF service for the stand-in) on loopback.
 pub struct LocalStack {
-    endpoints: Endpoints,
+    /// Behind a lock: a renamed PodMonitor changes the scrape pool (`apply_render`).
+    endpoints: std::sync::RwLock<Endpoints>,
     filter: FilterInfo,
     capabilities: Vec<Capability>,
     parts: std::sync::RwLock<std::sync::Arc<parts::Parts>>,
     extra_clusters: Vec<(String, std::net::SocketAddr)>,
-    envoy: Mutex<Option<EnvoyProcess>>,
+    // Shared out of the lock: an update or a flush waits on Envoy without holding up health checks.
+    envoy: Mutex<Option<std::sync::Arc<EnvoyProcess>>>,
     prometheus: Mutex<Option<PrometheusProcess>>,
     waf: Mutex<Option<crate::waf::ReferenceWaf>>,
     echo: EchoBackend,
-    routes: Mutex<BTreeMap<String, RouteSpec>>,
+    routes: routes::RouteTable,
     dir: crate::rundir::RunDir,
     audit_flush: crate::envoy::AuditFlush,
+    flushes: crate::envoy::log_flush::SharedFlush,
     timeouts: Timeouts,
     opts: LocalOptions,
     scrape_target: Mutex<String>,
@@ -164,18 +169,19 @@ impl LocalStack {
         let prometheus_config = Mutex::new(prometheus_config);
         tracing::info!(envoy = %envoy.version(), filter = %filter.description, "local stack up");
         Ok(LocalStack {
-            endpoints,
+            endpoints: std::sync::RwLock::new(endpoints),
             filter,
             capabilities,
             parts: std::sync::RwLock::new(std::sync::Arc::new(parts)),
             extra_clusters,
-            envoy: Mutex::new(Some(envoy)),
+            envoy: Mutex::new(Some(std::sync::Arc::new(envoy))),
             prometheus: Mutex::new(Some(prometheus)),
             waf: Mutex::new(waf),
             echo,
-            routes: Mutex::new(BTreeMap::new()),
+            routes: routes::RouteTable::default(),
             dir,
             audit_flush: opts.audit_flush,
+            flushes: crate::envoy::log_flush::SharedFlush::default(),
             timeouts: opts.timeouts.clone(),
             opts: opts.clone(),
             scrape_target: Mutex::new(scrape_target),
@@ -203,7 +209,7 @@ impl LocalStack {
 
     /// Envoy's process id while it runs (fault tests kill it).
     pub async fn envoy_pid(&self) -> Option<u32> {
-        self.envoy.lock().await.as_ref().and_then(EnvoyProcess::pid)
+        self.envoy.lock().await.as_deref().and_then(EnvoyProcess::pid)
     }
 
     /// The run directory (Envoy's bootstrap, xDS files, logs and volumes).
@@ -226,7 +232,7 @@ impl LocalStack {
     /// Sets what a ClientTrafficPolicy on the Gateway would (e.g. accept HTTP/1.0); it takes effect
     /// with the next install or remove.
     pub async fn set_client_traffic(&self, client: crate::envoy::xds::ClientTraffic) -> Result<()> {
-        self.envoy.lock().await.as_ref().context("Envoy was shut down")?.set_client_traffic(client);
+        self.envoy_now().await?.set_client_traffic(client);
         Ok(())
     }
 
@@ -244,20 +250,20 @@ impl LocalStack {
             None => self.parts().route(scenario, &env, self.echo.addr()),
         };
         let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
-        let mut routes = self.routes.lock().await;
-        routes.insert(env.scenario.clone(), route);
-        if let Err(e) = self.apply_routes(&routes).await {
-            routes.remove(&env.scenario);
-            return Err(e.context(format!("configure Envoy with HTTPRoute {}/{} and its WAF policy", env.namespace, env.scenario)));
-        }
+        self.change_routes(routes::Change::Put(env.scenario.clone(), route))
+            .await
+            .with_context(|| format!("configure Envoy with HTTPRoute {}/{} and its WAF policy", env.namespace, env.scenario))?;
         Ok(env)
     }
 
-    async fn apply_routes(&self, routes: &BTreeMap<String, RouteSpec>) -> Result<()> {
-        let envoy = self.envoy.lock().await;
-        let envoy = envoy.as_ref().context("Envoy was shut down")?;
-        let all: Vec<RouteSpec> = routes.values().cloned().collect();
-        envoy.set_routes(&all).await
+    /// The running Envoy, out of the lock (a restart or shutdown replaces what the lock holds).
+    async fn envoy_now(&self) -> Result<std::sync::Arc<EnvoyProcess>> {
+        self.envoy.lock().await.clone().context("Envoy was shut down")
+    }
+
+    /// Makes `change` to the installed routes, in one Envoy update with the changes made meanwhile.
+    async fn change_routes(&self, change: routes::Change) -> Result<()> {
+        self.routes.change(change, |all: Vec<RouteSpec>| async move { self.envoy_now().await?.set_routes(&all).await }).await
     }
 }
 
@@ -267,8 +273,8 @@ impl Stack for LocalStack {
         "local"
     }
 
-    fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn capabilities(&self) -> &[Capability] {
@@ -284,9 +290,10 @@ impl Stack for LocalStack {
     }
 
     async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()> {
-        let mut routes = self.routes.lock().await;
-        if routes.remove(&env.scenario).is_some() {
-            self.apply_routes(&routes).await.with_context(|| format!("remove HTTPRoute {}/{} from Envoy", env.namespace, env.scenario))?;
+        if self.routes.contains(&env.scenario) {
+            self.change_routes(routes::Change::Remove(env.scenario.clone()))
+                .await
+                .with_context(|| format!("remove HTTPRoute {}/{} from Envoy", env.namespace, env.scenario))?;
         }
         Ok(())
     }
@@ -304,24 +311,16 @@ impl Stack for LocalStack {
     async fn audit_lines_since(&self, cursor: &AuditCursor) -> Result<AuditLines> {
         let file = self.parts().audit_file();
         let source = file.display().to_string();
-        let offset = cursor.0.get(&source).copied().unwrap_or(0);
         let bytes = match tokio::fs::read(&file).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
         };
-        let read = crate::k8s::audit::plan_read(offset, bytes.len() as u64);
-        if read.rotated {
-            tracing::warn!("{source} shrank below the audit cursor ({offset} bytes); reading it from the start");
-        }
-        let from = usize::try_from(read.from).unwrap_or(usize::MAX).min(bytes.len());
-        let (lines, _) = crate::k8s::audit::split_complete_lines(read.from, &bytes[from..]);
-        Ok(AuditLines { lines: lines.into_iter().map(|l| (source.clone(), l)).collect() })
+        Ok(crate::audit::offsets::lines_after(cursor, &source, &bytes))
     }
 
     async fn raw_stats(&self) -> Result<String> {
-        let envoy = self.envoy.lock().await;
-        let envoy = envoy.as_ref().context("Envoy was shut down")?;
+        let envoy = self.envoy_now().await?;
         envoy.admin().get("/stats/prometheus").await.context("read Envoy's /stats/prometheus")
     }
 
@@ -330,8 +329,7 @@ impl Stack for LocalStack {
     }
 
     async fn audit_flushes(&self) -> Result<Option<u64>> {
-        let envoy = self.envoy.lock().await;
-        let envoy = envoy.as_ref().context("Envoy was shut down")?;
+        let envoy = self.envoy_now().await?;
         let stats = envoy.admin().stats(r"^filesystem\.(flushed_by_timer|write_total_buffered)$").await?;
         let flushed = match stats.get("filesystem.flushed_by_timer") {
             Some(v) => v.parse::<u64>().with_context(|| format!("filesystem.flushed_by_timer is `{v}`"))?,
@@ -348,7 +346,7 @@ impl Stack for LocalStack {
         }
         // Cloned out of the lock: the flush waits, and must not hold up routes or health checks.
         let admin = self.envoy.lock().await.as_ref().context("Envoy was shut down")?.admin().clone();
-        crate::envoy::log_flush::flush_now(&admin, self.timeouts.audit_flushed).await.map(Some)
+        self.flushes.flush(&admin, self.timeouts.audit_flushed).await.map(Some)
     }
 
     fn bundle_copies(&self) -> Vec<(String, String)> {
@@ -370,7 +368,7 @@ impl Stack for LocalStack {
             Some(p) => (p.log_tail(200), Some(p.dir().to_path_buf())),
             None => ("Prometheus was shut down".into(), None),
         };
-        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints.prometheus_url)).await {
+        let targets = match reqwest::get(format!("{}/api/v1/targets?state=any", self.endpoints().prometheus_url)).await {
             Ok(r) => r.text().await.unwrap_or_else(|e| format!("could not read: {e:#}")),
             Err(e) => format!("could not read: {e:#}"),
         };

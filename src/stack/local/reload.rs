@@ -35,6 +35,8 @@ pub struct AttachInfo {
     pub waf_service: Option<SocketAddr>,
     /// The rendered resources the stack runs now.
     pub rendered: PathBuf,
+    /// How Envoy and Prometheus run (`native processes`, `docker containers (...)`), as reports say it.
+    pub runtime: String,
 }
 
 impl LocalStack {
@@ -51,21 +53,19 @@ impl LocalStack {
             prometheus_config,
             waf_service,
             rendered: self.rendered_now.lock().await.clone(),
+            runtime: self.opts.runtime.describe(),
         })
     }
 
     /// Whether a scenario of this name is installed now (an attached run must not take over another's).
     pub async fn is_installed(&self, scenario: &str) -> bool {
-        self.routes.lock().await.contains_key(scenario)
+        self.routes.contains(scenario)
     }
 
     /// Removes the scenario `name` if it is installed (an attached run knows it by name).
     pub async fn remove_named(&self, name: &str) -> Result<()> {
-        let mut routes = self.routes.lock().await;
-        if routes.remove(name).is_some() {
-            let all: Vec<_> = routes.values().cloned().collect();
-            let envoy = self.envoy.lock().await;
-            envoy.as_ref().context("Envoy was shut down")?.set_routes(&all).await.with_context(|| format!("remove scenario {name}'s route from Envoy"))?;
+        if self.routes.contains(name) {
+            self.change_routes(super::routes::Change::Remove(name.to_string())).await.with_context(|| format!("remove scenario {name}'s route from Envoy"))?;
         }
         Ok(())
     }
@@ -83,10 +83,9 @@ impl LocalStack {
         let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
         let current = self.parts();
         let next = Parts::load(&opts, self.dir.path())?.with_module(current.module().to_path_buf());
+        // A renamed PodMonitor is a new scrape pool (and job): the reload below switches to it.
         let pool = next.rendered.podmonitor.job_name(0);
-        if pool != self.endpoints().scrape_pool {
-            bail!("the PodMonitor's scrape pool changed from {} to {pool} (renamed PodMonitor); restart `waf-e2e up` to use it", self.endpoints().scrape_pool);
-        }
+        let pool_before = self.endpoints().scrape_pool;
         let mut changes = Vec::new();
         if next.launch != current.launch {
             if !next.launch.prometheus {
@@ -108,8 +107,10 @@ impl LocalStack {
                 prometheus.reload(&config).await.with_context(|| format!("reload Prometheus with the PodMonitor of {}", rendered.display()))?;
             }
             *config_now = config;
+            self.endpoints.write().unwrap_or_else(|p| p.into_inner()).scrape_pool = pool.clone();
             self.previous_series_gone(&prom, reloaded_at).await?;
-            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}", pool, rendered.display()));
+            let renamed = if pool != pool_before { format!(" (renamed: the scrape pool was {pool_before})") } else { String::new() };
+            changes.push(format!("Prometheus reloaded with the changed PodMonitor {} of {}{renamed}", pool, rendered.display()));
         }
         *self.parts.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
         *self.rendered_now.lock().await = rendered.to_path_buf();
@@ -119,7 +120,8 @@ impl LocalStack {
     /// Waits until the pool was scraped with the reloaded config and no series of the previous config
     /// remains visible. Measured: a reload writes no staleness markers, so for a scrape or two an
     /// instant query still returned the old relabeling's series beside the new ones, and a baseline
-    /// taken then compared the wrong series.
+    /// taken then compared the wrong series. After a rename the pool is the new one: the old job's
+    /// series linger until stale, but every query of the runner names the pool's job, so none reads them.
     async fn previous_series_gone(&self, prom: &crate::assert::prom::PromClient, reloaded_at: f64) -> Result<()> {
         use crate::assert::prom::quote;
         use crate::wait::{self, Check};
@@ -148,7 +150,7 @@ impl LocalStack {
     /// need the old process's shared memory and `--restart-epoch` handover for nothing.
     async fn restart_envoy(&self, opts: &super::LocalOptions, next: &Parts) -> Result<()> {
         // Routes before Envoy, the order install_scenario locks them in.
-        let routes = self.routes.lock().await;
+        let held = self.routes.hold().await;
         let mut envoy = self.envoy.lock().await;
         let old = envoy.take().context("Envoy was shut down")?;
         let ports = old.ports();
@@ -158,11 +160,10 @@ impl LocalStack {
         if let Some(target) = started.scrape_address() {
             *self.scrape_target.lock().await = target.to_string();
         }
-        let routes: Vec<_> = routes.values().cloned().collect();
-        if !routes.is_empty() {
-            started.set_routes(&routes).await.context("install the current routes in the restarted Envoy")?;
+        if !held.routes.is_empty() {
+            started.set_routes(&held.routes).await.context("install the current routes in the restarted Envoy")?;
         }
-        *envoy = Some(started);
+        *envoy = Some(std::sync::Arc::new(started));
         Ok(())
     }
 }

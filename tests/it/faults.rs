@@ -2,18 +2,20 @@
 //! naming what broke, promptly (not after every scenario's deadline), and leaves no process behind.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 use waf_e2e::error::HarnessError;
 use waf_e2e::waf::Faults;
 use waf_e2e::report::Progress;
-use waf_e2e::runner::{self, Outcome, RunOptions, Verdict};
+use waf_e2e::outcome::{Outcome, Verdict};
+use waf_e2e::runner::{self, RunOptions};
 use waf_e2e::scenario::{Capability, Scenario};
 use waf_e2e::stack::local::{LocalOptions, LocalStack};
 use std::collections::BTreeMap;
-use waf_e2e::stack::{AuditCursor, AuditLines, BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
+use waf_e2e::audit::{AuditCursor, AuditLines};
+use waf_e2e::stack::{BackendReach, Endpoints, FilterInfo, ScenarioEnv, Stack};
 use waf_e2e::timeouts::Timeouts;
 
 /// Generous bound on how long a faulted run may take on a loaded 2-core CI machine; the runner
@@ -37,7 +39,7 @@ impl Stack for FaultBeforeTraffic {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn endpoints(&self) -> &Endpoints {
+    fn endpoints(&self) -> Endpoints {
         self.inner.endpoints()
     }
     fn capabilities(&self) -> &[Capability] {

@@ -2,7 +2,7 @@
 //! (PodMonitor: Prometheus reloaded; EnvoyProxy: Envoy restarted) taking effect between runs; Ctrl-C of `up` leaves no process and no state file.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -46,6 +46,7 @@ async fn a_broken_podmonitor_between_two_attached_runs_fails_and_the_restored_on
     let (code, out) = attached_run(&state, &good).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("the render is unchanged"), "{out}");
+    assert!(out.contains("1 scenario(s) on the attached local stack (native processes)"), "the run names the stack it attached to: {out}");
 
     let broken = common::rendered_with("podmonitor.yaml", &common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml"));
     let (code, out) = attached_run(&state, broken.path()).await;
@@ -56,6 +57,33 @@ async fn a_broken_podmonitor_between_two_attached_runs_fails_and_the_restored_on
     let (code, out) = attached_run(&state, &good).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("Prometheus reloaded with the changed PodMonitor"), "{out}");
+    stop(up, &state).await;
+}
+
+/// A copy of `fixtures/rendered/` whose PodMonitor is `podmonitor` renamed to `name`.
+fn renamed(podmonitor: &Path, name: &str) -> tempfile::TempDir {
+    let dir = common::rendered_with("podmonitor.yaml", podmonitor);
+    let file = dir.path().join("podmonitor.yaml");
+    let text = std::fs::read_to_string(&file).expect("read podmonitor.yaml");
+    assert!(text.contains("  name: tigera-waf-gateway-proxies\n"), "the fixture's PodMonitor name changed");
+    std::fs::write(&file, text.replacen("  name: tigera-waf-gateway-proxies\n", &format!("  name: {name}\n"), 1)).expect("write podmonitor.yaml");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_podmonitor_renamed_between_attached_runs_is_picked_up_and_a_broken_renamed_one_fails() {
+    let (up, state, _state_dir) = up().await;
+    let good = renamed(&common::root().join("fixtures/rendered/podmonitor.yaml"), "waf-renamed");
+    let (code, out) = attached_run(&state, good.path()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Prometheus reloaded with the changed PodMonitor podMonitor/tigera-prometheus/waf-renamed/0"), "{out}");
+    assert!(out.contains("(renamed: the scrape pool was podMonitor/tigera-prometheus/tigera-waf-gateway-proxies/0)"), "{out}");
+
+    let broken = renamed(&common::root().join("fixtures/broken/podmonitor-no-rule-id.yaml"), "waf-renamed-again");
+    let (code, out) = attached_run(&state, broken.path()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("podMonitor/tigera-prometheus/waf-renamed-again/0 of") && out.contains("(renamed: the scrape pool was podMonitor/tigera-prometheus/waf-renamed/0)"), "{out}");
+    assert!(out.contains("label `rule_id`: missing"), "{out}");
     stop(up, &state).await;
 }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use waf_e2e::waf::Faults;
 use waf_e2e::report::Progress;
-use waf_e2e::runner::{self, Outcome, RunOptions};
+use waf_e2e::outcome::Outcome;
+use waf_e2e::runner::{self, RunOptions};
 use waf_e2e::scenario::{self, Scenario};
 use waf_e2e::stack::local::{LocalOptions, LocalStack};
 use waf_e2e::stack::Stack;
@@ -72,7 +73,7 @@ pub async fn run_local_with(opts: LocalOptions, scenarios: &[Scenario]) -> Vec<O
 /// The failure messages of an outcome, or a panic saying it did not fail.
 pub fn failures(outcome: &Outcome) -> String {
     match &outcome.verdict {
-        runner::Verdict::Failed(f) => f.join("\n"),
+        waf_e2e::outcome::Verdict::Failed(f) => f.join("\n"),
         other => panic!("scenario {} was expected to FAIL, got {other:?}", outcome.name),
     }
 }

@@ -65,3 +65,62 @@ fn every_shipped_scenario_names_the_schema_in_its_first_line() {
         assert_eq!(text.lines().next(), Some(MODELINE), "{} lacks the yaml-language-server modeline", file.display());
     }
 }
+
+/// Prints the YAML file `argv[1]` as JSON, read by PyYAML (YAML 1.1); exits 3 without PyYAML.
+const PYYAML_TO_JSON: &str = "import json, sys
+try:
+    import yaml
+except ImportError:
+    sys.exit(3)
+print(json.dumps(yaml.safe_load(open(sys.argv[1], encoding='utf-8'))))";
+
+/// `file` read by PyYAML, as JSON; `None` after telling the terminal that `test` did not run (no PyYAML).
+fn read_by_pyyaml(test: &str, file: &Path) -> Option<serde_json::Value> {
+    let out = std::process::Command::new("python3").args(["-c", PYYAML_TO_JSON]).arg(file).output();
+    let not_run = |why: &str| {
+        use std::io::Write;
+        let line = format!("NOT RUN: {test}: {why} (scripts/install-deps.sh installs python3-yaml)\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        None
+    };
+    match out {
+        Err(e) => not_run(&format!("python3 cannot be run: {e}")),
+        Ok(out) if out.status.code() == Some(3) => not_run("python3 has no PyYAML"),
+        Ok(out) => {
+            assert!(out.status.success(), "PyYAML cannot read {} as JSON: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+            Some(serde_json::from_slice(&out.stdout).expect("the script prints JSON"))
+        }
+    }
+}
+
+/// The committed schema's complaints about `file` as PyYAML reads it; `None`: PyYAML is absent.
+fn pyyaml_schema_errors(test: &str, file: &Path) -> Option<Vec<String>> {
+    let value = read_by_pyyaml(test, file)?;
+    Some(committed_validator().iter_errors(&value).map(|e| format!("{}: {e}", e.instance_path())).collect())
+}
+
+#[test]
+fn every_shipped_scenario_read_by_pyyaml_as_yaml_1_1_passes_the_committed_schema() {
+    for file in shipped_scenarios() {
+        let Some(errors) = pyyaml_schema_errors("every_shipped_scenario_read_by_pyyaml_as_yaml_1_1_passes_the_committed_schema", &file) else { return };
+        assert!(errors.is_empty(), "{} read as YAML 1.1 breaks the schema (quote the value): {errors:#?}", file.display());
+    }
+}
+
+#[test]
+fn a_plain_on_read_by_pyyaml_is_a_boolean_the_schema_rejects_and_waf_e2e_still_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("plain-on.yaml");
+    let text = std::fs::read_to_string(root().join("scenarios/sqli-blocked.yaml")).expect("read scenario");
+    assert!(text.contains("  mode: \"On\"\n"), "the shipped scenario quotes On");
+    std::fs::write(&file, text.replacen("  mode: \"On\"\n", "  mode: On\n", 1)).expect("write scenario");
+    waf_e2e::scenario::load_file(&file).unwrap_or_else(|e| panic!("waf-e2e reads YAML 1.2, where a plain On is text: {e}"));
+    let Some(errors) = pyyaml_schema_errors("a_plain_on_read_by_pyyaml_is_a_boolean_the_schema_rejects_and_waf_e2e_still_accepts", &file) else { return };
+    assert!(errors.iter().any(|e| e.starts_with("/policy/mode: true")), "{errors:#?}");
+}
+
+#[test]
+fn the_schema_warns_about_a_plain_on() {
+    let schema = std::fs::read_to_string(root().join(SCHEMA_FILE)).expect("read the committed schema");
+    assert!(schema.contains("Write `\\\"On\\\"` quoted: YAML 1.1 readers (PyYAML"), "the Mode description names the pitfall");
+}

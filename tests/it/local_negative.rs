@@ -1,10 +1,10 @@
 //! The assertion engine must fail on broken inputs: each case breaks one thing and checks the message names it.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use waf_e2e::waf::Faults;
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmonitor_without_the_rule_id_relabeling_fails_naming_the_missing_label() {
@@ -70,4 +70,15 @@ async fn an_attack_in_a_scenario_that_expects_no_decisions_fails_on_the_series_a
     let msg = common::failures(&outcomes[0]);
     assert!(msg.contains("unexpected decision series"), "{msg}");
     assert!(msg.contains("the proxy counted a decision for policy waf-benign"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_plain_boolean_reaches_backend_fails_on_the_stand_in_naming_the_request() {
+    let path = common::root().join("scenarios/sqli-detection-only.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the scenario");
+    assert!(text.contains("reaches_backend: true"), "the shipped scenario uses the plain boolean");
+    let scenario = waf_e2e::scenario::parse(&path, &text.replacen("reaches_backend: true", "reaches_backend: false", 1)).unwrap_or_else(|e| panic!("{e}"));
+    let outcomes = common::run_local(&common::root().join("fixtures/rendered"), Faults::default(), &[scenario]).await;
+    let msg = common::failures(&outcomes[0]);
+    assert!(msg.contains("request `sqli` #1: expected never to reach the backend complete"), "{msg}");
 }

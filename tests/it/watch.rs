@@ -2,7 +2,7 @@
 //! passes, each with the time from the change to the verdict; Ctrl-C leaves no process behind.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 
 #[test]
@@ -20,6 +20,12 @@ fn every_scenario_passes_and_the_junit_report_has_one_testcase_each() {
     assert_eq!(xml.matches("<testcase ").count(), scenarios, "{xml}");
     assert!(!xml.contains("<failure") && !xml.contains("<error"), "{xml}");
     assert!(stdout.contains(&format!("{scenarios} passed, 0 failed")), "{stdout}");
+    // Run-wide facts once: the audit wait every scenario shares, and the filter (in the header only).
+    assert_eq!(stdout.matches("audit log read after:").count(), 1, "{stdout}");
+    assert!(stdout.contains("every scenario: audit log read after:"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("filter: ").count(), 1, "{stderr}");
+    assert!(!stdout.contains("expectations checked for filter") && !xml.contains("expectations checked for filter"), "{stdout}");
 }
 
 #[test]

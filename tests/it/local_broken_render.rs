@@ -3,10 +3,10 @@
 //! `fixtures/rendered/` and checks the message. And a filter the stand-in is not runs too.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 use waf_e2e::stack::local::LocalStack;
 use waf_e2e::stack::Stack;
 use waf_e2e::waf::Faults;

@@ -4,7 +4,7 @@
 //! (`waf_e2e::rundir`).
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt;

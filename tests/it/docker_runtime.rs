@@ -8,7 +8,7 @@
 //! whether the engine answers); with `WAF_E2E_REQUIRE_DOCKER` set, a missing engine fails them.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -232,7 +232,7 @@ async fn a_changed_envoyproxy_starts_a_new_envoy_container_that_prometheus_scrap
     let changes = stack.apply_render(dir.path()).await.unwrap_or_else(|e| panic!("{e:#}"));
     assert!(changes.iter().any(|c| c.starts_with("Envoy restarted")), "{changes:?}");
     let restored = waf_e2e::runner::run_all(&stack, &[common::scenario("sqli-blocked.yaml")], &run, &quiet).await;
-    assert!(matches!(restored[0].verdict, waf_e2e::runner::Verdict::Passed), "{:?}", restored[0].verdict);
+    assert!(matches!(restored[0].verdict, waf_e2e::outcome::Verdict::Passed), "{:?}", restored[0].verdict);
     let run_dir = stack.run_dir().to_path_buf();
     stack.shutdown().await.expect("stop the stack");
     assert_eq!(docker_objects_under(&run_dir), Vec::<String>::new(), "shutdown left Docker objects behind");

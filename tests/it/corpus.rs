@@ -3,7 +3,7 @@
 //! naming what broke. The full CRS corpus runs from scripts/test.sh.
 #![cfg(feature = "reference-proxy")]
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 use std::path::Path;
 

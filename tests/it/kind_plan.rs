@@ -184,3 +184,39 @@ fn the_oss_plan_of_the_shipped_rendered_set_creates_the_tier_the_namespaces_and_
     assert!(scenario_yaml.contains("SecAuditLogParts ABIJDEFHKZ"), "{scenario_yaml}");
     assert!(!text.contains("wasmserial") && !scenario_yaml.contains("wasmserial"));
 }
+
+/// `waf-e2e plan --stack kind --scenario sqli-blocked` with `args` on a machine where no release
+/// manifest is cached, without `--schemas`.
+fn plan_with_nothing_cached(args: &[&str]) -> (i32, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("XDG_CACHE_HOME", cache.path())
+        .args(["plan", "--stack", "kind", "--scenario", "sqli-blocked"])
+        .args(args)
+        .output()
+        .expect("run waf-e2e");
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn plan_with_nothing_cached_says_once_that_the_schema_check_did_not_run_and_how_to_run_it_and_exits_0() {
+    let (code, out) = plan_with_nothing_cached(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("did NOT RUN").count(), 1, "{out}");
+    assert!(out.contains("no CRDs are cached") && out.contains("--schemas DIR") && out.contains("`waf-e2e run`"), "{out}");
+    assert!(!out.contains("PROBLEM") && !out.contains("[no schema]"), "{out}");
+}
+
+#[test]
+fn plan_with_nothing_cached_still_exits_2_on_a_problem_in_the_rendered_objects() {
+    let rendered = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("fixtures/rendered").unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap().replacen("name: tigera-waf-gateway-proxies", "name: Tigera_WAF", 1);
+        std::fs::write(rendered.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let (code, out) = plan_with_nothing_cached(&["--rendered", &rendered.path().display().to_string()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("PodMonitor tigera-prometheus/Tigera_WAF") && out.contains("metadata.name") && out.contains("DNS-1123"), "{out}");
+}

@@ -1,12 +1,12 @@
 //! Every scenario file, run for real on the local stack: one test case per file.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use rstest::rstest;
 use std::path::PathBuf;
 use waf_e2e::waf::Faults;
-use waf_e2e::runner::Verdict;
+use waf_e2e::outcome::Verdict;
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! pass or a scenario failure), and leaves neither a child process nor a temporary directory.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::time::Duration;

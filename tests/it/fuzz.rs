@@ -133,7 +133,7 @@ proptest! {
 
     #[test]
     fn the_audit_log_reader_returns_only_complete_lines_and_an_offset_after_them(bytes in prop::collection::vec(any::<u8>(), 0..300), from in 0u64..1_000_000) {
-        let (lines, next) = waf_e2e::k8s::audit::split_complete_lines(from, &bytes);
+        let (lines, next) = waf_e2e::audit::offsets::split_complete_lines(from, &bytes);
         let newlines = bytes.iter().filter(|b| **b == b'\n').count();
         prop_assert_eq!(lines.len(), newlines);
         prop_assert!(lines.iter().all(|l| !l.contains('\n')));

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 
 fn stdout(out: &Output) -> String {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-mod binary;
+use crate::binary;
 use binary::waf_e2e;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -2,7 +2,7 @@
 //! ones as errors, and carry the signal.
 #![cfg(feature = "reference-proxy")]
 
-mod common;
+use crate::common;
 
 use nix::sys::signal::Signal;
 use std::time::Duration;

@@ -34,8 +34,14 @@ fn shared_crds(test: &str) -> Option<PathBuf> {
 }
 
 fn validate(cwd: &Path, profile: &str, crds: &Path, dirs: &[&str]) -> (i32, String) {
+    check(cwd, &["validate", "--profile", profile], crds, dirs)
+}
+
+/// Runs `waf-e2e args` in `cwd` with one `--schemas` per directory, and an empty release-manifest cache.
+fn check(cwd: &Path, args: &[&str], crds: &Path, dirs: &[&str]) -> (i32, String) {
+    let cache = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waf-e2e"));
-    cmd.current_dir(cwd).args(["validate", "--profile", profile]);
+    cmd.current_dir(cwd).env("XDG_CACHE_HOME", cache.path()).args(args);
     for d in dirs {
         cmd.arg("--schemas").arg(crds.join(d));
     }
@@ -146,4 +152,19 @@ fn an_unknown_field_in_a_built_in_object_is_rejected() {
     copy.edit("kind/manifests/prometheus.yaml", "nonResourceURLs:", "nonResourceUrls:");
     rejected("an_unknown_field_in_a_built_in_object_is_rejected", &copy, "oss",
         "ClusterRole waf-e2e-prometheus", "kind/manifests/prometheus.yaml", "rules[3].nonResourceUrls", "unknown field");
+}
+
+#[test]
+fn plan_with_the_pinned_releases_crds_passes_and_exits_2_on_a_broken_render() {
+    let Some(crds) = shared_crds("plan_with_the_pinned_releases_crds_passes_and_exits_2_on_a_broken_render") else { return };
+    let plan = ["plan", "--stack", "kind", "--profile", "oss", "--scenario", "sqli-blocked"];
+    let (code, out) = check(&root(), &plan, &crds, OSS);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 problem(s)") && !out.contains("NOT RUN"), "{out}");
+    let copy = Copy::new();
+    copy.edit("fixtures/rendered/podmonitor.yaml", "  labels:\n", "  labells:\n");
+    let (code, out) = check(copy.0.path(), &plan, &crds, OSS);
+    assert_eq!(code, 2, "{out}");
+    let want = "PodMonitor tigera-prometheus/tigera-waf-gateway-proxies (fixtures/rendered/podmonitor.yaml): field `metadata.labells`: [unknown field]";
+    assert!(out.lines().any(|l| l.contains(want)), "no line with `{want}` in:\n{out}");
 }
