@@ -13,8 +13,9 @@
 # generated into the temporary directory), each with --jobs equal to its count: wall times, their
 # ratio (target <= 1.3x), requests per second and the mean of each phase; the same for the isolated
 # scenarios alone, since exclusive ones (gateway-wide exact counts) run one after another by contract.
-# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner|scaling]   (default 500, the CLI's default;
-# `inner`: only the inner loop; `scaling`: only the scaling)
+# Then the CRS regression corpus in both modes (target: within 60 s after the stack is up).
+# Usage: scripts/bench.sh [SCRAPE_INTERVAL_MS] [inner|scaling|corpus]   (default 500, the CLI's default;
+# `inner`: only the inner loop; `scaling`: only the scaling; `corpus`: only the corpus)
 # WAF_E2E_BIN=path uses that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -155,8 +156,38 @@ scaling() {
   return "$status"
 }
 
+# The CRS regression corpus (issue 15): both modes on one local stack; prints the wall time per
+# mode and in total after the stack is up (target: within 60 s), requests per second, the counts
+# per rule family and the number of overridden tests. Without the corpus: NOT MEASURED.
+corpus_bench() {
+  local corpus="${WAF_E2E_CRS_CORPUS:-../shared/crs-regression-v3.3.4}"
+  if [ ! -d "$corpus" ]; then echo "corpus: NOT MEASURED ($corpus is absent)"; return 0; fi
+  if ! "$bin" corpus "$corpus" --mode both --overrides corpus/overrides.yaml --scrape-interval-ms "$interval_ms" \
+      --report json "$work/corpus.json" >"$work/corpus.out" 2>"$work/corpus.err"; then
+    echo "bench: the corpus run failed:" >&2; cat "$work/corpus.out" "$work/corpus.err" >&2; return 1
+  fi
+  local rc=0
+  python3 - "$work/corpus.json" <<'PY' || rc=$?
+import json, sys
+run = json.load(open(sys.argv[1]))
+for m in run["modes"]:
+    print(f"corpus {m['mode']:<9} {m['requests']:5d} requests  traffic {m['traffic_seconds']:6.2f}s ({m['requests_per_second']:5.0f} requests/s)  mode {m['wall_seconds']:6.2f}s")
+total = run["seconds_after_stack_up"]
+print(f"corpus, both modes, after the stack is up: {total:.2f}s (target <= 60s)")
+print(f"{'family':<7} {'tests':>6} {'passed':>7} {'overridden':>10} {'failed':>7} {'disabled':>9} {'decisions':>10}")
+for f, r in run["families"].items():
+    print(f"{f:<7} {r['tests']:6d} {r['passed']:7d} {r['overridden'] + r['overridden_but_passing']:10d} {r['failed'] + r['answered_by_envoy']:7d} {r['disabled']:9d} {r['decisions']:10d}")
+overridden = sum(r["overridden"] + r["overridden_but_passing"] for r in run["families"].values())
+print(f"overridden tests: {overridden} of {len(run['tests'])} ({100 * overridden / len(run['tests']):.1f}%)")
+sys.exit(0 if total <= 60 else 1)
+PY
+  if [ "$rc" -ne 0 ]; then echo "bench: MISSED: the corpus took more than 60 s after the stack was up"; return 1; fi
+  echo "bench: corpus target met"
+}
+
 if [ "$only" = inner ]; then inner_loop; exit $?; fi
 if [ "$only" = scaling ]; then scaling; exit $?; fi
+if [ "$only" = corpus ]; then corpus_bench; exit $?; fi
 
 scenarios=$(awk '/^name:/ {print $2}' scenarios/*.yaml | sort)
 printf '%-24s %9s %9s\n' "scenario (alone)" "wall" "settle"
@@ -195,4 +226,6 @@ echo
 inner_loop || status=1
 echo
 scaling || status=1
+echo
+corpus_bench || status=1
 exit "$status"

@@ -23,6 +23,13 @@ if docker info >/dev/null 2>&1; then
 else
   notes+=("NOTE: no Docker engine answers \`docker info\`: the --runtime docker tests (tests/it/docker_runtime.rs) did NOT RUN")
 fi
+# The OWASP CRS regression corpus (FTW YAML, ../shared/crs-regression-v3.3.4 or $WAF_E2E_CRS_CORPUS) runs
+# through the local stack in both modes after the tests, with the debug binary they built; a clone
+# without it cannot run it: say so last, loudly. The corpus is never copied into the repository.
+corpus="${WAF_E2E_CRS_CORPUS:-../shared/crs-regression-v3.3.4}"
+if [ ! -d "$corpus" ]; then
+  notes+=("NOTE: $corpus is absent: the CRS regression corpus (waf-e2e corpus, both modes) did NOT RUN")
+fi
 trap 'for n in "${notes[@]}"; do echo "$n" >&2; done' EXIT
 scripts/install-deps.sh
 # Most integration tests wait (for Prometheus' discovery, scrapes, Envoy's log flush) far more
@@ -36,4 +43,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-default-features --lib
   cargo test --locked --no-fail-fast "$@" -- --test-threads "$threads"
+fi
+if [ -d "$corpus" ]; then
+  "${CARGO_TARGET_DIR:-target}/debug/waf-e2e" corpus "$corpus" --mode both --overrides corpus/overrides.yaml \
+    --junit "${CARGO_TARGET_DIR:-target}/waf-e2e-corpus.junit.xml"
 fi

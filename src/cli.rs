@@ -64,6 +64,8 @@ pub enum Command {
     Up(UpArgs),
     /// Keep a local stack up and re-run the scenarios a change (scenario, render, filter module) affects.
     Watch(WatchArgs),
+    /// Run the OWASP CRS regression corpus (FTW YAML) through the local stack, in DetectionOnly and On.
+    Corpus(CorpusArgs),
     /// Report which prerequisites of a stack are present, and how to get the missing ones.
     Doctor {
         /// The stack to check for.
@@ -160,6 +162,46 @@ pub struct RunArgs {
     /// The state file of `waf-e2e up` (default: `$XDG_RUNTIME_DIR/waf-e2e/up.json`, else `<tmp>/waf-e2e-up.json`).
     #[arg(long)]
     pub state: Option<PathBuf>,
+}
+
+/// Options of `waf-e2e corpus`.
+#[derive(Debug, clap::Args)]
+pub struct CorpusArgs {
+    /// FTW test files or directories (searched recursively), e.g. a CRS checkout's `tests/regression/tests`.
+    #[arg(required = true, value_name = "DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Known disagreements: tests that differ on this stack, each with a reason (e.g. `corpus/overrides.yaml`).
+    #[arg(long, value_name = "FILE")]
+    pub overrides: Option<PathBuf>,
+    /// Which policy modes to run: DetectionOnly (`detection`), On (`blocking`) or `both`.
+    #[arg(long, value_enum, default_value_t = CorpusMode::Both)]
+    pub mode: CorpusMode,
+    /// Only tests whose `test_title` matches this glob (repeatable: any of them).
+    #[arg(long = "test", value_name = "GLOB")]
+    pub test: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    pub concurrency: usize,
+    /// Write a JUnit XML report here (one test case per FTW test).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a report: `--report json FILE` or `--report junit FILE` (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], action = clap::ArgAction::Append)]
+    pub report: Vec<String>,
+    /// The local stack the corpus runs on.
+    #[command(flatten)]
+    pub local: LocalStackArgs,
+}
+
+/// `waf-e2e corpus --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CorpusMode {
+    /// DetectionOnly only.
+    Detection,
+    /// On only.
+    Blocking,
+    /// DetectionOnly, then On.
+    Both,
 }
 
 /// Options of `waf-e2e up`.
@@ -396,6 +438,7 @@ pub async fn main_with(cli: Cli) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::List(args) => list(&args),
+        Command::Corpus(args) => corpus(args).await,
         Command::Doctor { stack, online } => {
             let report = crate::stack::kind::doctor::run_doctor(stack, online).await;
             print!("{report}");
@@ -794,4 +837,40 @@ async fn watch(_args: WatchArgs) -> Result<(), HarnessError> {
 #[cfg(not(feature = "reference-proxy"))]
 async fn up(_args: UpArgs) -> Result<(), HarnessError> {
     Err(HarnessError::Usage("`up` runs the local stack, which needs the `reference-proxy` feature".into()))
+}
+
+#[cfg(feature = "reference-proxy")]
+async fn corpus(args: CorpusArgs) -> Result<(), HarnessError> {
+    let mut junit = args.junit.clone();
+    let mut json = None;
+    for pair in args.report.chunks(2) {
+        match pair {
+            [format, file] if format == "junit" => junit = Some(PathBuf::from(file)),
+            [format, file] if format == "json" => json = Some(PathBuf::from(file)),
+            _ => return Err(HarnessError::Usage(format!("--report {pair:?}: the formats are `json` and `junit`"))),
+        }
+    }
+    let modes = match args.mode {
+        CorpusMode::Detection => vec![crate::corpus::Mode::Detection],
+        CorpusMode::Blocking => vec![crate::corpus::Mode::Blocking],
+        CorpusMode::Both => vec![crate::corpus::Mode::Detection, crate::corpus::Mode::Blocking],
+    };
+    let opts = crate::corpus::CorpusOptions {
+        paths: args.paths.clone(), overrides: args.overrides.clone(), modes, tests: args.test.clone(),
+        concurrency: args.concurrency, junit, json, local: local_options(&args.local)?,
+    };
+    let run = crate::corpus::run(&opts).await.map_err(HarnessError::classify)?;
+    print_now(&crate::corpus::report::summary(&run));
+    if let Some(path) = &opts.junit {
+        crate::corpus::report::write_junit(path, &run).map_err(HarnessError::Infrastructure)?;
+    }
+    if let Some(path) = &opts.json {
+        crate::corpus::report::write_json(path, &run).map_err(HarnessError::Infrastructure)?;
+    }
+    if run.ok() { Ok(()) } else { Err(HarnessError::CorpusFailed(run.failure_count())) }
+}
+
+#[cfg(not(feature = "reference-proxy"))]
+async fn corpus(_args: CorpusArgs) -> Result<(), HarnessError> {
+    Err(HarnessError::Usage("`corpus` runs the local stack, which needs the `reference-proxy` feature".into()))
 }

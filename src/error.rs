@@ -60,6 +60,9 @@ pub enum HarnessError {
     /// At least one scenario failed its expectations (exit 1).
     #[error("{0} scenario(s) failed")]
     ScenariosFailed(usize),
+    /// FTW tests of a corpus run failed, or a mode's counters disagreed with its audit records (exit 1).
+    #[error("{0} corpus test(s) or mode counter check(s) failed")]
+    CorpusFailed(usize),
     /// Invalid input or usage (exit 2).
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
@@ -78,7 +81,7 @@ impl HarnessError {
     /// The process exit code for this outcome (design, section 6).
     pub fn exit_code(&self) -> i32 {
         match self {
-            HarnessError::ScenariosFailed(_) | HarnessError::ResourceBroken(_) => 1,
+            HarnessError::ScenariosFailed(_) | HarnessError::CorpusFailed(_) | HarnessError::ResourceBroken(_) => 1,
             HarnessError::Invalid(_) | HarnessError::Usage(_) => 2,
             HarnessError::Infrastructure(_) => 3,
         }

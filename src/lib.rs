@@ -21,6 +21,8 @@ pub mod calico;
 pub mod cli;
 pub mod container;
 pub mod contract;
+#[cfg(feature = "reference-proxy")]
+pub mod corpus;
 pub mod outcome;
 pub mod envoy;
 pub mod error;

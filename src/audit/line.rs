@@ -31,6 +31,16 @@ pub struct AuditParseError {
 }
 
 impl AuditLine {
+    /// The request's correlation id (`x-waf-e2e-id`), when the record carries one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.record.request_header(crate::contract::CORRELATION_HEADER)
+    }
+
+    /// Whether the WAF policy `namespace/name` logged this line.
+    pub fn is_of_policy(&self, namespace: &str, name: &str) -> bool {
+        self.policy().is_some_and(|(ns, n)| ns == namespace && n == name)
+    }
+
     /// The WAF policy `(namespace, name)` from an `envoyextensionpolicy/<ns>/<name>/wasm/<i>` VM name.
     pub fn policy(&self) -> Option<(String, String)> {
         let rest = self.vm.strip_prefix(VM_PREFIX)?;

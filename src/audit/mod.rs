@@ -8,7 +8,9 @@
 pub mod line;
 pub mod offsets;
 pub mod record;
+pub mod sort;
 
+pub use sort::{sort_lines, SortedLines};
 pub use line::{parse_line, AuditLine, AuditParseError, AUDIT_MARKER, VM_PREFIX};
 pub use offsets::{AuditCursor, AuditLines};
 pub use record::{

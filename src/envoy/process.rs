@@ -99,6 +99,7 @@ pub struct EnvoyProcess {
     opts: EnvoyOptions,
     xds_dir: PathBuf,
     applied: tokio::sync::Mutex<Applied>,
+    client_traffic: StdMutex<xds::ClientTraffic>,
 }
 
 /// What Envoy runs now: the last configuration it accepted.
@@ -139,7 +140,7 @@ impl EnvoyProcess {
             };
             let bootstrap_file = opts.run_dir.join("bootstrap.json");
             write_json(&bootstrap_file, &bootstrap(&params))?;
-            let listener = xds::listener(&opts.listener_name, SocketAddr::new(listen_ip, gateway_addr.port()), &[])?;
+            let listener = xds::listener(&opts.listener_name, SocketAddr::new(listen_ip, gateway_addr.port()), &[], xds::ClientTraffic::default())?;
             write_json(&xds_dir.join(CDS_FILE), &xds::discovery_file(1, Vec::new()))?;
             write_json(&xds_dir.join(LDS_FILE), &xds::discovery_file(1, vec![listener.clone()]))?;
             let lost_port_race = |e: &anyhow::Error| {
@@ -168,6 +169,7 @@ impl EnvoyProcess {
                 version: known_version.clone().unwrap_or_default(), scrape_address, admin_addr, metrics_addr, gateway_addr, admin,
                 opts: opts.clone(), xds_dir: xds_dir.clone(),
                 applied: tokio::sync::Mutex::new(Applied { version: 1, clusters: Vec::new(), listener }),
+                client_traffic: StdMutex::new(xds::ClientTraffic::default()),
             };
             match process.wait_serving().await {
                 Ok(()) => {
@@ -300,6 +302,11 @@ impl EnvoyProcess {
         out
     }
 
+    /// The gateway listener's client settings from the next [`EnvoyProcess::set_routes`] on.
+    pub fn set_client_traffic(&self, client: xds::ClientTraffic) {
+        *self.client_traffic.lock().unwrap_or_else(|p| p.into_inner()) = client;
+    }
+
     /// Replaces every route (and its filters and cluster) and waits until Envoy applied them;
     /// a refused configuration is an error carrying Envoy's reason, and the previous one stays active.
     ///
@@ -310,7 +317,8 @@ impl EnvoyProcess {
         let mut applied = self.applied.lock().await;
         self.health()?;
         let version = applied.version + 1;
-        let listener = xds::listener(&self.opts.listener_name, SocketAddr::new(self.opts.launcher.listen_ip(), self.gateway_addr.port()), routes)?;
+        let client = *self.client_traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let listener = xds::listener(&self.opts.listener_name, SocketAddr::new(self.opts.launcher.listen_ip(), self.gateway_addr.port()), routes, client)?;
         let clusters = xds::clusters(routes);
         // Clusters first: a route naming a cluster Envoy does not know yet is refused.
         if clusters != applied.clusters {

@@ -40,9 +40,17 @@ fn host_suffix(host: &str) -> String {
     host.replace('.', "_")
 }
 
+/// The listener's client settings, as a ClientTrafficPolicy attached to the Gateway sets them
+/// (Envoy Gateway's defaults when `Default`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientTraffic {
+    /// `spec.http1.http10`: accept HTTP/1.0 requests (Envoy answers them 426 otherwise).
+    pub accept_http10: bool,
+}
+
 /// The gateway listener `name` on `addr`: an HCM like Envoy Gateway's with every route's wasm
 /// filters in the chain, disabled, and enabled per route through `typed_per_filter_config`.
-pub fn listener(name: &str, addr: SocketAddr, routes: &[RouteSpec]) -> Result<Value> {
+pub fn listener(name: &str, addr: SocketAddr, routes: &[RouteSpec], client: ClientTraffic) -> Result<Value> {
     let mut filters: BTreeMap<String, &WasmFilter> = BTreeMap::new();
     let mut seen_routes = BTreeMap::new();
     for r in routes {
@@ -84,7 +92,7 @@ pub fn listener(name: &str, addr: SocketAddr, routes: &[RouteSpec]) -> Result<Va
         .into_iter()
         .map(|(host, routes)| json!({"name": format!("{name}/{}", host_suffix(host)), "domains": [host], "routes": routes}))
         .collect();
-    Ok(json!({
+    let mut listener = json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": name,
         "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}},
@@ -109,7 +117,11 @@ pub fn listener(name: &str, addr: SocketAddr, routes: &[RouteSpec]) -> Result<Va
                 },
             }],
         },
-    }))
+    });
+    if client.accept_http10 {
+        listener["default_filter_chain"]["filters"][0]["typed_config"]["http_protocol_options"] = json!({"accept_http_10": true});
+    }
+    Ok(listener)
 }
 
 /// One STATIC cluster per route, named like Envoy Gateway's (`httproute/<ns>/<name>/rule/0`).
@@ -159,7 +171,7 @@ mod tests {
     #[test]
     fn each_filter_is_in_the_chain_disabled_and_enabled_only_on_its_route() {
         let routes = [route("a", "a.example", vec![filter("pa")]), route("b", "b.example", vec![])];
-        let l = listener("waf-e2e/gw/http", "127.0.0.1:1".parse().unwrap(), &routes).unwrap();
+        let l = listener("waf-e2e/gw/http", "127.0.0.1:1".parse().unwrap(), &routes, ClientTraffic::default()).unwrap();
         let hcm = &l["default_filter_chain"]["filters"][0]["typed_config"];
         let chain: Vec<(&str, bool)> = hcm["http_filters"].as_array().unwrap().iter()
             .map(|f| (f["name"].as_str().unwrap(), f["disabled"].as_bool().unwrap_or(false))).collect();
@@ -174,9 +186,16 @@ mod tests {
     }
 
     #[test]
+    fn http10_is_accepted_only_when_a_client_traffic_policy_says_so() {
+        let hcm = |client| listener("l", "127.0.0.1:1".parse().unwrap(), &[], client).unwrap()["default_filter_chain"]["filters"][0]["typed_config"].clone();
+        assert!(hcm(ClientTraffic::default()).get("http_protocol_options").is_none(), "Envoy Gateway's default: HTTP/1.0 is answered 426");
+        assert_eq!(hcm(ClientTraffic { accept_http10: true })["http_protocol_options"]["accept_http_10"], true);
+    }
+
+    #[test]
     fn two_routes_with_one_name_are_refused() {
         let routes = [route("a", "a.example", vec![]), route("a", "b.example", vec![])];
-        let err = listener("l", "127.0.0.1:1".parse().unwrap(), &routes).unwrap_err().to_string();
+        let err = listener("l", "127.0.0.1:1".parse().unwrap(), &routes, ClientTraffic::default()).unwrap_err().to_string();
         assert!(err.contains("httproute/shop/a/rule/0"), "{err}");
     }
 }

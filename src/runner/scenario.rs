@@ -103,7 +103,8 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     Ok(Observation { env, failures, not_checked: expected.not_checked, notes, timings })
 }
 
-async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
+/// Every `tigera_waf_*` series of the scrape job as of `round`.
+pub async fn snapshot(prom: &PromClient, targets: &ScrapeTargets, round: ScrapeRound) -> Result<Snapshot> {
     let query = format!("{{__name__=~{},job={}}}", quote(WAF_SERIES_REGEX), quote(&targets.job));
     let series = prom.instant(&query, Some(round.at)).await.with_context(|| format!("query {query}"))?;
     Ok(Snapshot { at: round.at, series })
@@ -192,37 +193,16 @@ pub fn raw_decision_lines<'a>(exposition: &'a str, policy: &str) -> Vec<&'a str>
 /// policy that carry no correlation id of this scenario, become failures.
 fn audit_records(lines: &AuditLines, sent: &[audit::SentRequest], env: &ScenarioEnv) -> (Vec<ObservedRecord>, Vec<String>) {
     let ids: std::collections::HashSet<&str> = sent.iter().map(|s| s.correlation_id.as_str()).collect();
-    let mut records = Vec::new();
-    let mut broken = Vec::new();
-    for (source, line) in &lines.lines {
-        match crate::audit::parse_line(line) {
-            None => {}
-            Some(Ok(parsed)) => {
-                let id = parsed.record.request_header(crate::contract::CORRELATION_HEADER).map(str::to_string);
-                let ours = parsed.policy().is_some_and(|(ns, name)| ns == env.namespace && name == env.policy);
-                if ours && !id.as_deref().is_some_and(|id| ids.contains(id)) {
-                    broken.push(format!(
-                        "[{source}] audit record of policy {}/{} without a correlation id of this scenario ({}={id:?}): uri={}",
-                        env.namespace, env.policy, crate::contract::CORRELATION_HEADER, parsed.record.transaction.request.uri));
-                }
-                if id.as_deref().is_some_and(|id| ids.contains(id)) {
-                    records.push(ObservedRecord {
-                        source: source.clone(),
-                        correlation_id: id,
-                        vm: parsed.vm.clone(),
-                        decision: parsed.record.decision(),
-                        rule_ids: parsed.record.rule_ids(),
-                        uri: parsed.record.transaction.request.uri.clone(),
-                    });
-                }
-            }
-            Some(Err(e)) if ids.iter().any(|id| line.contains(id)) => {
-                broken.push(format!("[{source}] audit line of this scenario does not parse: {e}: {}", line.chars().take(300).collect::<String>()));
-            }
-            Some(Err(_)) => {}
-        }
-    }
-    (records, broken)
+    let sorted = crate::audit::sort_lines(&lines.lines, &ids, (&env.namespace, &env.policy), "this scenario");
+    let records = sorted.matched.into_iter().map(|(source, id, parsed)| ObservedRecord {
+        source,
+        correlation_id: Some(id),
+        vm: parsed.vm.clone(),
+        decision: parsed.record.decision(),
+        rule_ids: parsed.record.rule_ids(),
+        uri: parsed.record.transaction.request.uri.clone(),
+    }).collect();
+    (records, sorted.problems)
 }
 
 /// What a person needs beside the failures: every WAF series, the proxy's raw counters, the audit records.

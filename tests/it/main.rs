@@ -12,6 +12,7 @@ mod cli;
 mod cli_conventions;
 mod cli_local_run;
 mod cli_reports;
+mod corpus;
 mod docker_runtime;
 mod endpoints_stack;
 mod envoy_process;

@@ -232,6 +232,40 @@ impl LocalStack {
         format!("waf-e2e-{}", scenario.name())
     }
 
+    /// Installs `scenario`'s policy on a route that matches every Host (an HTTPRoute without
+    /// hostnames: Envoy's `*` virtual host), for traffic that brings its own Host header (the CRS
+    /// corpus). Only one such route can be installed at a time.
+    pub async fn install_catch_all(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
+        self.install_for_host(scenario, "*".into()).await
+    }
+
+    /// Sets what a ClientTrafficPolicy on the Gateway would (e.g. accept HTTP/1.0); it takes effect
+    /// with the next install or remove.
+    pub async fn set_client_traffic(&self, client: crate::envoy::xds::ClientTraffic) -> Result<()> {
+        self.envoy_now().await?.set_client_traffic(client);
+        Ok(())
+    }
+
+    async fn install_for_host(&self, scenario: &Scenario, host: String) -> Result<ScenarioEnv> {
+        let env = ScenarioEnv {
+            scenario: scenario.name().to_string(),
+            namespace: Self::namespace_of(scenario),
+            policy: scenario.policy.name.value.clone(),
+            gateway: GATEWAY.into(),
+            gateway_namespace: GATEWAY_NAMESPACE.into(),
+            host,
+        };
+        let route = match self.module_now.lock().await.as_deref() {
+            Some(module) => self.parts().route_with_module(scenario, &env, self.echo.addr(), module),
+            None => self.parts().route(scenario, &env, self.echo.addr()),
+        };
+        let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
+        self.change_routes(routes::Change::Put(env.scenario.clone(), route))
+            .await
+            .with_context(|| format!("configure Envoy with HTTPRoute {}/{} and its WAF policy", env.namespace, env.scenario))?;
+        Ok(env)
+    }
+
     /// The running Envoy, out of the lock (a restart or shutdown replaces what the lock holds).
     async fn envoy_now(&self) -> Result<std::sync::Arc<EnvoyProcess>> {
         self.envoy.lock().await.clone().context("Envoy was shut down")
@@ -262,23 +296,7 @@ impl Stack for LocalStack {
     }
 
     async fn install_scenario(&self, scenario: &Scenario) -> Result<ScenarioEnv> {
-        let env = ScenarioEnv {
-            scenario: scenario.name().to_string(),
-            namespace: Self::namespace_of(scenario),
-            policy: scenario.policy.name.value.clone(),
-            gateway: GATEWAY.into(),
-            gateway_namespace: GATEWAY_NAMESPACE.into(),
-            host: format!("{}.waf-e2e.test", scenario.name()),
-        };
-        let route = match self.module_now.lock().await.as_deref() {
-            Some(module) => self.parts().route_with_module(scenario, &env, self.echo.addr(), module),
-            None => self.parts().route(scenario, &env, self.echo.addr()),
-        };
-        let route = route.with_context(|| format!("translate the WAF policy {}/{}", env.namespace, env.policy))?;
-        self.change_routes(routes::Change::Put(env.scenario.clone(), route))
-            .await
-            .with_context(|| format!("configure Envoy with HTTPRoute {}/{} and its WAF policy", env.namespace, env.scenario))?;
-        Ok(env)
+        self.install_for_host(scenario, format!("{}.waf-e2e.test", scenario.name())).await
     }
 
     async fn remove_scenario(&self, env: &ScenarioEnv) -> Result<()> {
