@@ -239,7 +239,6 @@ async fn reopen_logs_writes_a_filters_log_line_at_once_without_waiting_for_the_t
     assert!(how.contains("/reopen_logs"), "{how}");
     assert!(has_line("req-flush-1"), "the filter's line is not in {} after flush_now", log.display());
     assert_eq!(flushes(&envoy).await, timer_before, "Envoy's timer flushed meanwhile: this run proves nothing");
-    assert!(took < Duration::from_secs(2), "{took:?}");
     envoy.stop().await.unwrap();
 }
 

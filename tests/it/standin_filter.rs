@@ -289,7 +289,7 @@ async fn a_stopped_reference_waf_service_is_a_visible_500_never_a_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_callouts_latency_is_measured_over_a_few_hundred_requests() {
+async fn three_hundred_benign_requests_pass_the_stand_in_each_counted_once_and_their_latency_is_printed() {
     const N: u32 = 300;
     let local = stack().await;
     let envoy = &local.envoy;
@@ -331,7 +331,8 @@ async fn the_callouts_latency_is_measured_over_a_few_hundred_requests() {
         filtered.as_secs_f64() * 1e3,
         (filtered.as_secs_f64() - plain.as_secs_f64()) * 1e3
     );
-    assert!(filtered > plain, "the callouts cost something: {filtered:?} vs {plain:?}");
+    // The figures are printed, never asserted: tests run several at a time on a shared machine
+    // (measured: the filtered route came out faster than the plain one under load).
     let Local { waf, envoy, .. } = local;
     envoy.stop().await.unwrap();
     waf.shutdown().await.unwrap();
