@@ -9,7 +9,7 @@ fn a_kind_run_without_kind_on_path_fails_within_seconds_with_exit_3_naming_kind(
     let empty = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_waf-e2e"))
-        .args(["run", "--stack", "kind", "--rendered", "tests/fixtures/kind/rendered"])
+        .args(["run", "--stack", "kind"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("PATH", empty.path())
         .output()
