@@ -102,6 +102,10 @@ pub fn summary(run: &CorpusRun) -> String {
             let _ = writeln!(out, "FAILED [{} counters] {}", m.mode.as_str(), f.trim_end());
         }
     }
+    // Last, in the plain form CI systems read as a test run's closing line; a mode whose counters
+    // disagree counts as one failure, overridden and disabled tests as skipped.
+    let failed = r.failed + r.envoy + run.modes.iter().filter(|m| !m.failures.is_empty()).count();
+    let _ = writeln!(out, "corpus: {} passed, {failed} failed, {} skipped", r.passed, r.overridden + r.override_passes + r.disabled);
     out
 }
 
@@ -217,6 +221,7 @@ mod tests {
         let text = summary(&run);
         assert!(text.contains("OVERRIDE NO LONGER NEEDED 942100-4"), "{text}");
         assert!(text.contains("OVERRIDDEN 942100-3") && text.contains("FAILED [detection] x"), "{text}");
+        assert_eq!(text.lines().last(), Some("corpus: 1 passed, 2 failed, 2 skipped"), "{text}");
         let xml = junit(&run).unwrap();
         assert_eq!(xml.matches("<testcase").count(), 5, "one test case per FTW test: {xml}");
     }
