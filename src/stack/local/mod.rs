@@ -159,8 +159,9 @@ impl LocalStack {
         // cluster's Prometheus sees the target down, so this one is given a target that refuses.
         let policy = crate::stack::policy::offline(&opts.root, &parts.profile, &parts.rendered)?;
         let denied = policy.scrape().filter(|v| !v.ok).cloned();
-        let prometheus_target = if denied.is_some() { policy_enforcement::refused_target(&scrape_target)? } else { scrape_target.clone() };
-        let prometheus_config = parts.scrape_config(&prometheus_target, opts.scrape_interval)?;
+        let refused = denied.as_ref().map(|_| policy_enforcement::refused_target(&scrape_target)).transpose()?;
+        let prometheus_target = refused.as_ref().map_or(scrape_target.as_str(), |r| r.address.as_str());
+        let prometheus_config = parts.scrape_config(prometheus_target, opts.scrape_interval)?;
         let prometheus_runtime = match &docker {
             Some(session) => crate::prometheus::PrometheusRuntime::Container(session.clone()),
             None => crate::prometheus::PrometheusRuntime::Native,

@@ -10,17 +10,32 @@ use crate::wait::{self, Check};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
-/// `host:port` on the scrape target's host where nothing listens (a port the system handed out and
-/// took back), so that Prometheus' scrape is refused like a packet a policy drops.
-pub fn refused_target(scrape_target: &str) -> Result<String> {
+/// A `host:port` where nothing listens, held closed while it lives.
+pub struct RefusedTarget {
+    /// `host:port` for Prometheus' scrape config.
+    pub address: String,
+    // Bound but never listening: connections are refused, and no other process (another test's
+    // Envoy, say) can be handed the port while Prometheus scrapes it.
+    _reserved: tokio::net::TcpSocket,
+}
+
+/// A port on the scrape target's host that refuses connections, so that Prometheus' scrape fails
+/// like a packet a policy drops.
+pub fn refused_target(scrape_target: &str) -> Result<RefusedTarget> {
     let host = scrape_target.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
-    // In a container network the host may not be ours to bind: any free local port is as closed there.
-    let listener = std::net::TcpListener::bind((host.trim_matches(['[', ']']), 0))
-        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
-        .context("find a closed port for the denied scrape target")?;
-    let port = listener.local_addr()?.port();
-    drop(listener);
-    Ok(format!("{host}:{port}"))
+    let bound = |ip: std::net::IpAddr| -> std::io::Result<tokio::net::TcpSocket> {
+        let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind((ip, 0).into())?;
+        Ok(socket)
+    };
+    let own = host.trim_matches(['[', ']']).parse().ok().and_then(|ip| bound(ip).ok());
+    // In a container network the host may not be ours to bind: a port free on loopback is as closed there.
+    let socket = match own {
+        Some(socket) => socket,
+        None => bound(std::net::Ipv4Addr::LOCALHOST.into()).context("reserve a closed port for the denied scrape target")?,
+    };
+    let port = socket.local_addr()?.port();
+    Ok(RefusedTarget { address: format!("{host}:{port}"), _reserved: socket })
 }
 
 /// Waits until Prometheus reports the pool's target down, then the failure naming the policy.
@@ -46,17 +61,19 @@ pub async fn target_down(endpoints: &Endpoints, denied: &FlowVerdict, timeout: D
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_denied_target_refuses_connections_on_the_scrape_targets_host() {
+    #[tokio::test]
+    async fn the_denied_target_refuses_connections_and_no_one_else_can_bind_it_meanwhile() {
         let target = refused_target("127.0.0.1:19001").unwrap();
-        assert!(target.starts_with("127.0.0.1:") && target != "127.0.0.1:19001", "{target}");
-        let err = std::net::TcpStream::connect(&target).expect_err("nothing may listen there");
+        let address = &target.address;
+        assert!(address.starts_with("127.0.0.1:") && address != "127.0.0.1:19001", "{address}");
+        let err = std::net::TcpStream::connect(address).expect_err("nothing may listen there");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        assert!(std::net::TcpListener::bind(address).is_err(), "{address} was free to take while reserved");
     }
 
-    #[test]
-    fn a_host_that_is_not_ours_keeps_its_address_with_a_closed_port() {
-        let target = refused_target("10.255.255.1:19001").unwrap();
-        assert!(target.starts_with("10.255.255.1:") && !target.ends_with(":19001"), "{target}");
+    #[tokio::test]
+    async fn a_host_that_is_not_ours_keeps_its_address_with_a_closed_port() {
+        let address = refused_target("10.255.255.1:19001").unwrap().address;
+        assert!(address.starts_with("10.255.255.1:") && !address.ends_with(":19001"), "{address}");
     }
 }
