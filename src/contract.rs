@@ -11,6 +11,35 @@ pub const RAW_PREFIX: &str = "waf_filter_tx_";
 /// The header that carries each request's correlation id into the audit record.
 pub const CORRELATION_HEADER: &str = "x-waf-e2e-id";
 
+/// The WAF engine mode (SecRuleEngine). Write `"On"` quoted: YAML 1.1 readers (PyYAML, yamllint's
+/// default `truthy` rule, Go's yaml.v2) read a plain `On` as the boolean `true`, which this schema
+/// rejects; waf-e2e reads YAML 1.2 and accepts both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+pub enum Mode {
+    /// Interrupt matching requests.
+    On,
+    /// Evaluate and log, never interrupt.
+    DetectionOnly,
+}
+
+impl Mode {
+    /// The decision this mode produces when the rules match.
+    pub fn decision(self) -> Decision {
+        match self {
+            Mode::On => Decision::Blocked,
+            Mode::DetectionOnly => Decision::WouldBlock,
+        }
+    }
+
+    /// The SecRuleEngine value.
+    pub fn as_seclang(self) -> &'static str {
+        match self {
+            Mode::On => "On",
+            Mode::DetectionOnly => "DetectionOnly",
+        }
+    }
+}
+
 /// A WAF decision, as the `decision` label of `tigera_waf_decisions_total` spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -144,9 +144,4 @@ mod tests {
         let pinned = manifest.lines().find_map(|l| l.trim().strip_prefix("version: ")).expect("the Prometheus CR pins spec.version");
         assert_eq!(split_image(DEFAULT_PROMETHEUS_IMAGE).unwrap().1, pinned.trim());
     }
-
-    #[test]
-    fn the_default_envoy_image_is_the_pinned_envoy() {
-        assert!(DEFAULT_ENVOY_IMAGE.ends_with(&format!("-v{}", crate::envoy::PINNED_ENVOY)), "{DEFAULT_ENVOY_IMAGE}");
-    }
 }

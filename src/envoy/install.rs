@@ -80,6 +80,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    #[test]
+    fn the_default_envoy_image_is_the_pinned_envoy() {
+        let image = crate::container::DEFAULT_ENVOY_IMAGE;
+        assert!(image.ends_with(&format!("-v{PINNED_ENVOY}")), "{image}");
+    }
+
     fn fake_envoy(dir: &Path, rel: &str) -> PathBuf {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -16,7 +16,8 @@ pub struct Scenario {
     /// What the scenario proves, for people reading reports.
     #[serde(default)]
     pub description: String,
-    /// Runs alone: set when it asserts gateway-wide series (transactions) exactly.
+    /// Holds the gateway alone from its baseline to its confirming scrape (after every isolated
+    /// scenario's traffic): set when it asserts gateway-wide series (transactions) exactly.
     #[serde(default)]
     pub exclusive: bool,
     /// Capabilities the stack's profile must have, beyond those the expectations imply.
@@ -60,34 +61,8 @@ pub struct Policy {
     pub rules: RuleSet,
 }
 
-/// The WAF engine mode (SecRuleEngine). Write `"On"` quoted: YAML 1.1 readers (PyYAML, yamllint's
-/// default `truthy` rule, Go's yaml.v2) read a plain `On` as the boolean `true`, which this schema
-/// rejects; waf-e2e reads YAML 1.2 and accepts both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub enum Mode {
-    /// Interrupt matching requests.
-    On,
-    /// Evaluate and log, never interrupt.
-    DetectionOnly,
-}
-
-impl Mode {
-    /// The decision this mode produces when the rules match.
-    pub fn decision(self) -> Decision {
-        match self {
-            Mode::On => Decision::Blocked,
-            Mode::DetectionOnly => Decision::WouldBlock,
-        }
-    }
-
-    /// The SecRuleEngine value.
-    pub fn as_seclang(self) -> &'static str {
-        match self {
-            Mode::On => "On",
-            Mode::DetectionOnly => "DetectionOnly",
-        }
-    }
-}
+/// The WAF engine mode (SecRuleEngine), a contract term shared with the WAF engine.
+pub use crate::contract::Mode;
 
 /// The rules a policy loads: the OWASP CRS and/or inline SecLang directives.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

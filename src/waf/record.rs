@@ -3,7 +3,7 @@
 
 use super::msclog;
 use crate::audit::{self, AuditMessage, AuditProducer, AuditRecord, AuditRequest, AuditResponse, AuditTransaction};
-use crate::scenario::Mode;
+use crate::contract::Mode;
 use std::collections::BTreeMap;
 
 /// Coraza's default `SecAuditLogParts`.

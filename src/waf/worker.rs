@@ -11,7 +11,7 @@ use super::engine::{compile_text, Engine, Interruption, LogSink, PolicyRules, Re
 use super::protocol::{decode_header_map, Stage};
 use super::record::{build_record, messages, Transcript};
 use super::stats::{decision_stat_name, DecisionStat};
-use crate::scenario::Mode;
+use crate::contract::Mode;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

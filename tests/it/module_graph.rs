@@ -1,14 +1,11 @@
 //! The crate's top-level modules depend on each other in one direction (DESIGN: runner -> stacks ->
-//! shared pieces): no cycle may run through the modules below.
+//! shared pieces): no cycle may run between any of them.
 //!
 //! The graph is read from the source: every `crate::<module>` path in code (comments are left
 //! out, as they do not make one module need another) is an edge from the file's top-level module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-/// The modules no dependency cycle may pass through.
-const ACYCLIC: [&str; 7] = ["report", "runner", "stack", "k8s", "audit", "cli", "attach"];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
@@ -137,11 +134,10 @@ fn cycles(graph: &Graph) -> Vec<BTreeSet<String>> {
     walk.found
 }
 
-/// The cycles of `graph` that pass through a module of [`ACYCLIC`], each with the edges that close it.
+/// The cycles of `graph`, each with the edges that close it.
 fn forbidden_cycles(graph: &Graph) -> Vec<String> {
     cycles(graph)
         .into_iter()
-        .filter(|c| ACYCLIC.iter().any(|m| c.contains(*m)))
         .map(|c| {
             let edges: Vec<String> = c
                 .iter()
@@ -165,7 +161,7 @@ fn rust_files(dir: &Path, root: &Path, out: &mut Vec<(std::path::PathBuf, String
 }
 
 #[test]
-fn no_dependency_cycle_runs_through_report_runner_stack_k8s_audit_cli_or_attach() {
+fn no_dependency_cycle_runs_between_the_crates_top_level_modules() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &src, &mut files);
@@ -185,7 +181,7 @@ fn a_cycle_between_two_modules_is_found_and_named_by_its_edges() {
 }
 
 #[test]
-fn a_cycle_through_a_grouped_import_and_a_module_outside_the_list_is_found() {
+fn a_cycle_through_a_grouped_import_is_found() {
     let files = [
         (Path::new("k8s/audit.rs"), "use crate::{contract, profile::Profile};\n"),
         (Path::new("profile/mod.rs"), "fn f() { crate::k8s::apply(); }\n"),
@@ -204,8 +200,8 @@ fn a_path_named_only_in_a_comment_is_no_dependency() {
 }
 
 #[test]
-fn a_cycle_among_modules_outside_the_list_is_not_this_tests_concern() {
-    let files = [(Path::new("envoy/mod.rs"), "use crate::container::X;\n"), (Path::new("container/mod.rs"), "use crate::envoy::Y;\n")];
-    assert_eq!(cycles(&graph_of(files)).len(), 1);
-    assert_eq!(forbidden_cycles(&graph_of(files)), Vec::<String>::new());
+fn a_cycle_through_test_code_counts_like_any_other() {
+    // A unit test inside `container` naming `crate::envoy` made `container -> envoy` here once.
+    let files = [(Path::new("envoy/mod.rs"), "use crate::container::X;\n"), (Path::new("container/mod.rs"), "#[cfg(test)]\nmod tests { fn f() { crate::envoy::Y; } }\n")];
+    assert_eq!(forbidden_cycles(&graph_of(files)), ["container -> envoy, envoy -> container"]);
 }
