@@ -126,7 +126,8 @@ pub struct RunArgs {
     /// Write a diagnostics bundle per failed scenario under this directory.
     #[arg(long, default_value = "waf-e2e-diagnostics")]
     pub diagnostics_dir: PathBuf,
-    /// How many isolated scenarios run at once (exclusive ones always run alone); at least 1.
+    /// How many scenarios run at once; at least 1. An exclusive one still holds the gateway alone
+    /// from its baseline to its confirming scrape, after the isolated ones' traffic.
     #[arg(long, default_value_t = default_jobs(), value_parser = at_least_one)]
     pub jobs: usize,
     /// Prometheus scrape interval on the local stack, in milliseconds (at least 1, below the harness's wait for a scrape).
@@ -227,7 +228,7 @@ pub struct WatchArgs {
     /// Which scenarios (their files are watched).
     #[command(flatten)]
     pub select: SelectArgs,
-    /// How many isolated scenarios run at once.
+    /// How many scenarios run at once (exclusive ones hold the gateway alone while they count).
     #[arg(long, default_value_t = default_jobs())]
     pub jobs: usize,
     /// Write a diagnostics bundle per failed scenario under this directory.
@@ -524,7 +525,7 @@ fn list(args: &SelectArgs) -> Result<(), HarnessError> {
         .map(|s| {
             let tags: Vec<&str> = s.tags.iter().map(|t| t.value.as_str()).collect();
             let needs: Vec<String> = s.needs().into_iter().map(crate::stack::describe::capability_name).collect();
-            let runs = if s.exclusive { "alone" } else { "concurrently" };
+            let runs = if s.exclusive { "counts alone" } else { "concurrently" };
             [s.name().to_string(), tags.join(","), needs.join(","), runs.to_string()]
         })
         .collect();

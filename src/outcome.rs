@@ -48,6 +48,9 @@ pub struct Outcome {
 pub struct Timings {
     /// Installing policy, route and backend.
     pub install: Duration,
+    /// Waiting at the gateway's gate: for an exclusive scenario's window, or (exclusive) for the
+    /// others' requests to end.
+    pub gate: Duration,
     /// Waiting for the target and the baseline scrape.
     pub baseline: Duration,
     /// Sending the traffic.

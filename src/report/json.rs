@@ -90,6 +90,8 @@ pub struct ScenarioReport {
 pub struct TimingsReport {
     /// Installing policy, route and backend.
     pub install_ms: u64,
+    /// Waiting at the gateway's gate (an exclusive scenario's window, or the others' requests).
+    pub gate_ms: u64,
     /// Waiting for the target and the baseline scrape.
     pub baseline_ms: u64,
     /// Sending the traffic.
@@ -129,7 +131,7 @@ impl ScenarioReport {
             error,
             not_run_reason,
             duration_ms: ms(o.duration),
-            timings: TimingsReport { install_ms: ms(t.install), baseline_ms: ms(t.baseline), traffic_ms: ms(t.traffic), settle_ms: ms(t.settle), confirm_ms: ms(t.confirm), audit_ms: ms(t.audit) },
+            timings: TimingsReport { install_ms: ms(t.install), gate_ms: ms(t.gate), baseline_ms: ms(t.baseline), traffic_ms: ms(t.traffic), settle_ms: ms(t.settle), confirm_ms: ms(t.confirm), audit_ms: ms(t.audit) },
             audit_latency_ms: o.timings.audit_latency.map(ms),
             diagnostics: o.diagnostics.as_ref().map(|d| d.display().to_string()),
         }

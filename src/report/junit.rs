@@ -62,7 +62,7 @@ pub fn render_junit(info: &RunInfo, outcomes: &[Outcome]) -> Result<String> {
 /// Seconds spent in each phase (`phase.install` ...), and the audit latency when it was measured.
 fn phase_properties(o: &Outcome) -> Vec<Property> {
     let t = &o.timings;
-    let phases = [("install", t.install), ("baseline", t.baseline), ("traffic", t.traffic), ("settle", t.settle), ("confirm", t.confirm), ("audit", t.audit)];
+    let phases = [("install", t.install), ("gate", t.gate), ("baseline", t.baseline), ("traffic", t.traffic), ("settle", t.settle), ("confirm", t.confirm), ("audit", t.audit)];
     let mut out: Vec<Property> = phases.iter().map(|(name, d)| Property::new(format!("phase.{name}"), format!("{:.3}", d.as_secs_f64()))).collect();
     if let Some(d) = o.timings.audit_latency {
         out.push(Property::new("audit_latency", format!("{:.3}", d.as_secs_f64())));

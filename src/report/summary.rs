@@ -10,7 +10,7 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
     let shared = shared_notes(outcomes);
     let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(8).max(8);
     let mut out = String::new();
-    let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}", "scenario", "result", "total", "install", "baseline", "traffic", "settle", "confirm", "audit", "audit lat");
+    let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>6}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}", "scenario", "result", "total", "install", "gate", "baseline", "traffic", "settle", "confirm", "audit", "audit lat");
     for o in outcomes {
         let t = &o.timings;
         let result = match o.verdict {
@@ -23,8 +23,8 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
         };
         let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
         let latency = t.audit_latency.map_or_else(|| "-".to_string(), secs);
-        let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}",
-            o.name, result, secs(o.duration), secs(t.install), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm), secs(t.audit), latency);
+        let _ = writeln!(out, "{:<width$}  {:<7}  {:>7}  {:>7}  {:>6}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>9}",
+            o.name, result, secs(o.duration), secs(t.install), secs(t.gate), secs(t.baseline), secs(t.traffic), secs(t.settle), secs(t.confirm), secs(t.audit), latency);
     }
     let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
     let _ = writeln!(out, "{} passed, {} failed, {} skipped, {} errors, {} not run",

@@ -2,6 +2,7 @@
 
 pub mod audit_wait;
 pub mod expect;
+pub mod gate;
 pub mod reach;
 pub mod scenario;
 pub mod traffic;
@@ -30,7 +31,8 @@ pub struct RunOptions {
     pub fail_fast: bool,
 }
 
-/// Runs every scenario: isolated ones `jobs` at a time, exclusive ones alone afterwards.
+/// Runs every scenario, `jobs` at a time; an exclusive one holds the gateway alone from its
+/// baseline scrape to its confirming scrape ([`gate`]).
 ///
 /// After an infrastructure failure nothing new starts: the rest are reported as not run.
 pub async fn run_all(stack: &dyn Stack, scenarios: &[Scenario], opts: &RunOptions, progress: &Progress) -> Vec<Outcome> {
@@ -64,18 +66,26 @@ pub async fn run_until(
     progress: &Progress,
     interrupt: impl std::future::Future<Output = String>,
 ) -> RunResult {
+    // Isolated scenarios first: with fewer job slots than scenarios, exclusive ones waiting for
+    // their window would otherwise hold slots the isolated ones could use. Every isolated
+    // scenario promises its traffic before any starts, so no window opens ahead of that traffic.
     let (exclusive, shared): (Vec<&Scenario>, Vec<&Scenario>) = scenarios.iter().partition(|s| s.exclusive);
+    let gate = gate::GatewayGate::default();
+    let uses: Vec<(&Scenario, gate::GateUse<'_>)> = shared.into_iter().chain(exclusive).map(|s| (s, gate::GateUse::of(&gate, s.exclusive))).collect();
     let mut interrupt = std::pin::pin!(interrupt);
     let first_failure = std::sync::OnceLock::<String>::new();
     let mut outcomes = Vec::new();
     let mut stop = None;
     {
         // Each future checks for a failure when it is first polled, which is when it would start.
-        let mut stream = futures::stream::iter(shared.iter().copied())
-            .map(|s| async { match first_failure.get() {
-                Some(failed) => not_run(progress, s, failed),
-                None => run_one(stack, s, opts, progress).await,
-            } })
+        let mut stream = futures::stream::iter(uses)
+            .map(|(s, gate)| {
+                let first_failure = &first_failure;
+                async move { match first_failure.get() {
+                    Some(failed) => not_run(progress, s, failed),
+                    None => run_one(stack, s, gate, opts, progress).await,
+                } }
+            })
             .buffer_unordered(opts.jobs.max(1));
         loop {
             let next = tokio::select! {
@@ -88,22 +98,6 @@ pub async fn run_until(
             if stop.is_some() {
                 break;
             }
-        }
-    }
-    for s in exclusive {
-        if stop.is_some() {
-            break;
-        }
-        if let Some(failed) = first_failure.get() {
-            outcomes.push(not_run(progress, s, failed));
-            continue;
-        }
-        tokio::select! {
-            outcome = run_one(stack, s, opts, progress) => {
-                stop = note_outcome(&outcome, opts.fail_fast, &first_failure);
-                outcomes.push(outcome);
-            }
-            why = &mut interrupt => stop = Some(Stop::Interrupted(why)),
         }
     }
     let cut_short = match &stop {
@@ -161,7 +155,9 @@ fn not_run(progress: &Progress, scenario: &Scenario, failed: &str) -> Outcome {
 }
 
 /// Runs one scenario to a verdict, within its deadline, and cleans up after it.
-pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, progress: &Progress) -> Outcome {
+///
+/// Time spent waiting at the gate is outside the deadline: each holder is bounded by its own.
+pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, gate: gate::GateUse<'_>, opts: &RunOptions, progress: &Progress) -> Outcome {
     let started = Instant::now();
     let name = scenario.name().to_string();
     let missing: Vec<String> = scenario.needs().into_iter().filter(|c| !stack.capabilities().contains(c)).map(|c| format!("{c:?}")).collect();
@@ -172,12 +168,16 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         return outcome;
     }
     progress.started(&name);
+    // On a cluster the install probes the new route through the gateway: requests an exclusive
+    // window must not see.
+    let (sending, install_gate_wait) = gate.gate.shared().await;
     let install_started = Instant::now();
     let deadline = opts.timeouts.scenario;
     let installed = tokio::select! {
         installed = tokio::time::timeout(deadline, stack.install_scenario(scenario)) => installed,
         failure = infrastructure_failure(stack, deadline) => Ok(Err(failure)),
     };
+    drop(sending);
     let env = match installed {
         Ok(Ok(env)) => env,
         Ok(Err(e)) => {
@@ -187,9 +187,10 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         Err(_) => return finish(progress, name, Verdict::Broken(format!("install did not finish within {deadline:?}")), started, Timings::default(), None),
     };
     let install = install_started.elapsed();
+    let (window, window_wait) = gate.window().await;
     let remaining = deadline.saturating_sub(install);
     let observed = tokio::select! {
-        observed = tokio::time::timeout(remaining, scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone())) => observed,
+        observed = tokio::time::timeout(remaining, scenario::observe(stack, scenario, &opts.run_id, &opts.timeouts, env.clone(), gate, window)) => observed,
         failure = infrastructure_failure(stack, remaining) => Ok(Err(failure)),
     };
     let mut not_checked = Vec::new();
@@ -209,6 +210,7 @@ pub async fn run_one(stack: &dyn Stack, scenario: &Scenario, opts: &RunOptions, 
         Err(_) => (Verdict::Broken(with_cause(stack, &opts.timeouts, format!("scenario did not finish within its deadline of {deadline:?}")).await), Timings::default()),
     };
     timings.install = install;
+    timings.gate += install_gate_wait + window_wait;
     let mut diagnostics = None;
     if !matches!(verdict, Verdict::Passed) {
         if let Some(dir) = &opts.diagnostics_dir {

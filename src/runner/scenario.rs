@@ -1,5 +1,6 @@
 //! Running one scenario on a stack: install, baseline, traffic, two scrapes, audit, verdict.
 
+use super::gate::{ExclusiveUse, GateUse};
 use super::{audit_wait, expect, reach, traffic};
 use crate::assert::audit::{self, ObservedRecord};
 use crate::assert::counters::{self, CounterExpectation, Snapshot};
@@ -31,7 +32,10 @@ pub struct Observation {
 
 /// Runs `scenario` on `stack`: infrastructure problems are `Err` (a [`crate::error::BrokenResource`]
 /// among them is a failed verdict), expectation failures are in the observation.
-pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeouts: &Timeouts, env: ScenarioEnv) -> Result<Observation> {
+///
+/// An exclusive scenario comes with its `window` open and closes it after the confirming scrape;
+/// any other shares the gateway through `gate` while it sends its traffic.
+pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeouts: &Timeouts, env: ScenarioEnv, gate: GateUse<'_>, window: Option<ExclusiveUse<'_>>) -> Result<Observation> {
     let endpoints = stack.endpoints();
     let prom = PromClient::new(&endpoints.prometheus_url)?;
     let filter = stack.filter();
@@ -42,16 +46,24 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
 
     let started = Instant::now();
     let targets = scrape::target_up(&prom, &endpoints.scrape_pool, timeouts.target_up).await?;
-    let before = prom.server_time().await?;
+    // Inside an exclusive window, any scrape that began after the last request through the gate
+    // ended saw the gateway as this scenario's traffic will find it: after a previous exclusive
+    // scenario, its own confirming scrape serves as this baseline. `quiet_for` is measured before
+    // the server is asked, so the instant computed is never earlier than the real one.
+    let quiet_for = window.as_ref().and_then(ExclusiveUse::quiet_for);
+    let before = prom.server_time().await? - quiet_for.map_or(0.0, |q| q.as_secs_f64());
     let baseline_round = scrape::round_after(&prom, &targets, before, timeouts.next_scrape).await.context("baseline scrape")?;
     let baseline = snapshot(&prom, &targets, baseline_round).await?;
     let mut failures = stored_beyond_contract(&prom, &targets, baseline_round, &endpoints.scrape_pool).await?;
     let cursor = stack.audit_cursor().await.context("read audit log position before traffic")?;
     timings.baseline = started.elapsed();
 
+    let (sending, waited) = gate.send(&window).await;
+    timings.gate = waited;
     let started = Instant::now();
     let sent = traffic::drive(&endpoints.gateway_url, scenario, &env, run_id, timeouts.request).await?;
     let traffic_done = Instant::now();
+    drop(sending);
     timings.traffic = traffic_done - started;
     let flush_mark = stack.audit_flushes().await.context("read the audit log's flush count after the traffic")?;
 
@@ -63,6 +75,13 @@ pub async fn observe(stack: &dyn Stack, scenario: &Scenario, run_id: &str, timeo
     let second = scrape::round_after(&prom, &targets, first.at, timeouts.next_scrape).await.context("confirming scrape")?;
     let second_snapshot = snapshot(&prom, &targets, second).await?;
     timings.confirm = started.elapsed();
+    let passed_over: u32 = [baseline_round, first, second].iter().map(|r| r.timed_out_before).sum();
+    if passed_over > 0 {
+        notes.push(format!("{passed_over} scrape(s) timed out and were passed over; every value compared comes from a healthy scrape"));
+    }
+    if let Some(window) = window {
+        notes.push(format!("held the gateway alone for {:.2}s, baseline to confirming scrape (exclusive: gateway-wide series are exact)", window.release().as_secs_f64()));
+    }
 
     let started = Instant::now();
     let expected_ids = audit::expected_ids(&expected.audit, &sent.sent);

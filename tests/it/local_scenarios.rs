@@ -38,3 +38,25 @@ async fn the_report_says_whether_envoy_was_asked_to_flush_its_log_or_its_timer_d
     eprintln!("MEASURE audit phase with --audit-flush admin: {asked_audit:?}");
     assert!(asked_audit < std::time::Duration::from_secs(5), "{asked_audit:?}");
 }
+
+/// Exclusive scenarios beside isolated ones: each exclusive window opens after the isolated
+/// traffic, one after another, and every gateway-wide count stays exact (`benign-traffic` asserts
+/// `transactions` +7 exactly, so a request of another scenario inside a window fails it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_scenarios_count_the_gateway_exactly_while_isolated_ones_run_beside_them() {
+    let mut scenarios: Vec<_> = (1..=3)
+        .map(|k| {
+            let mut s = common::scenario("benign-traffic.yaml");
+            s.name.value = format!("benign-traffic-c{k}");
+            s
+        })
+        .collect();
+    scenarios.extend(["sqli-blocked.yaml", "xss-blocked.yaml", "get-vs-post-phase.yaml", "sqli-detection-only.yaml"].map(common::scenario));
+    let outcomes = common::run_local(&common::root().join("fixtures/rendered"), Faults::default(), &scenarios).await;
+    let table = waf_e2e::report::summary_table(&outcomes);
+    assert!(outcomes.iter().all(|o| matches!(o.verdict, Verdict::Passed)), "{table}");
+    for o in outcomes.iter().filter(|o| o.name.starts_with("benign-traffic")) {
+        assert!(o.notes.iter().any(|n| n.starts_with("held the gateway alone for")), "{}: {:?}", o.name, o.notes);
+    }
+    eprintln!("MEASURE exclusive beside isolated:\n{table}");
+}
