@@ -576,7 +576,10 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
     if let Some(policy) = &policy {
         policy.lines().iter().for_each(|l| progress.note(l));
         info.policy = policy.verdicts.clone();
-        if let Some(broken) = policy.data_plane_broken() {
+        // An attached stack keeps the scrape target it started with: a render that denies the
+        // scrape cannot show there as a target down, so the offline verdict fails the run.
+        let attached_scrape = || if args.attach { policy.scrape_denied() } else { None };
+        if let Some(broken) = policy.data_plane_broken().or_else(attached_scrape) {
             info.duration = started.elapsed();
             let outcomes = runner::failed_by(&scenarios, &broken.to_string());
             print!("{}", report::summary_table(&outcomes));
@@ -586,7 +589,6 @@ async fn run(args: RunArgs) -> Result<(), HarnessError> {
         if policy.scrape().is_some_and(|v| !v.ok) {
             progress.note(match kind {
                 StackKind::Local if !args.attach => "policy (offline): the policies deny Prometheus the proxy's metrics port; the local stack gives Prometheus no reachable target, as a cluster would",
-                StackKind::Local => "policy (offline): the policies deny Prometheus the proxy's metrics port; an attached stack keeps its own scrape target (not enforced)",
                 _ => "policy (offline): the policies deny Prometheus the proxy's metrics port; the cluster's later-tier deny will show it as a scrape target down",
             });
         }

@@ -120,7 +120,12 @@ async fn run_and_report(stack: &LocalStack, opts: &WatchOptions, scenarios: &[Sc
         diagnostics_dir: Some(opts.diagnostics_dir.clone()),
         fail_fast: false,
     };
-    let outcomes = runner::run_all(stack, scenarios, &run, &Progress::default()).await;
+    // The render may have changed since the stack started: its policies are judged again here.
+    let outcomes = match stack.offline_policy_failure() {
+        Ok(Some(broken)) => runner::failed_by(scenarios, &format!("{broken} (offline verdict on the render; the running stack keeps its scrape target)")),
+        Ok(None) => runner::run_all(stack, scenarios, &run, &Progress::default()).await,
+        Err(e) => runner::cut_short(scenarios, &format!("the render's policies could not be judged: {e:#}")),
+    };
     let took = SystemTime::now().duration_since(changed_at).unwrap_or_default();
     out(&report::summary_table(&outcomes));
     out(&format!("{why}: {} — {:.2}s from the change to the verdict\n", verdict_line(&outcomes), took.as_secs_f64()));

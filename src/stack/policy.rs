@@ -127,6 +127,11 @@ impl OfflinePolicy {
         self.verdicts.iter().filter(|v| v.id != SCRAPE_FLOW).find_map(FlowVerdict::broken)
     }
 
+    /// The scrape flow, when the policies deny it, as a broken resource.
+    pub fn scrape_denied(&self) -> Option<BrokenResource> {
+        self.scrape().and_then(FlowVerdict::broken)
+    }
+
     /// One line per flow, for the run's progress output.
     pub fn lines(&self) -> Vec<String> {
         // A failure's text names the flow itself.

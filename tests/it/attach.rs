@@ -60,6 +60,21 @@ async fn a_broken_podmonitor_between_two_attached_runs_fails_and_the_restored_on
     stop(up, &state).await;
 }
 
+/// The stack `up` started keeps its scrape target: a render whose policies deny the scrape cannot
+/// show there as a target down, so the attached run fails on the offline verdict, naming the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_denying_the_scrape_fails_an_attached_run_naming_the_policy() {
+    let (up, state, _state_dir) = up().await;
+    let denying = crate::policy_trace::render_with("projectcalico.org/name == 'tigera-prometheus'", "projectcalico.org/name == 'monitoring'");
+    let (code, out) = attached_run(&state, denying.path()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics"), "{out}");
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    let (code, out) = attached_run(&state, &common::root().join("fixtures/rendered")).await;
+    assert_eq!(code, Some(0), "the shipped render passes again on the same stack: {out}");
+    stop(up, &state).await;
+}
+
 /// A copy of `fixtures/rendered/` whose PodMonitor is `podmonitor` renamed to `name`.
 fn renamed(podmonitor: &Path, name: &str) -> tempfile::TempDir {
     let dir = common::rendered_with("podmonitor.yaml", podmonitor);

@@ -50,6 +50,17 @@ async fn watch_reruns_on_a_change_and_prints_the_verdict_and_the_time_from_the_c
     let seconds: f64 = restored.rsplit(" — ").next().and_then(|t| t.split('s').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no time in {restored}"));
     eprintln!("MEASURE watch change-to-verdict after restoring the PodMonitor: {seconds:.2}s");
 
+    // A policy that keeps Prometheus out: the running stack keeps its scrape target, so the
+    // offline verdict fails the re-run, naming the policy.
+    let policy = rendered.path().join("globalnetworkpolicy.yaml");
+    let good_policy = std::fs::read_to_string(&policy).expect("read the policy");
+    let denying = good_policy.replacen("projectcalico.org/name == 'tigera-prometheus'", "projectcalico.org/name == 'monitoring'", 1);
+    assert_ne!(denying, good_policy, "the fixture's policy changed: this step would break nothing");
+    std::fs::write(&policy, denying).expect("break the policy");
+    let denied = line_count(&watch, "changed:", 4).await;
+    assert!(denied.contains("globalnetworkpolicy.yaml") && denied.contains("FAIL (failed: sqli-blocked"), "{denied}");
+    assert!(watch.stdout().contains("GlobalNetworkPolicy allow-tigera.waf-gateway-proxy-metrics"), "{}", watch.stdout());
+
     watch.signal(Signal::SIGINT);
     let status = watch.wait_exit(BOUND).await;
     assert_eq!(status.code(), Some(0), "{}", watch.stderr());

@@ -78,6 +78,16 @@ impl LocalStack {
         Ok(copy)
     }
 
+    /// What the offline policy verdict of the render running now fails, if anything: a data-plane
+    /// flow the render changes, or the scrape it denies. A running stack keeps the scrape target it
+    /// started with (a render applied later is not enforced on it), so callers running scenarios
+    /// after [`LocalStack::apply_render`] fail them with this instead of letting them pass.
+    pub fn offline_policy_failure(&self) -> Result<Option<crate::error::BrokenResource>> {
+        let parts = self.parts();
+        let policy = crate::stack::policy::offline(&self.opts.root, &parts.profile, &parts.rendered)?;
+        Ok(policy.data_plane_broken().or_else(|| policy.scrape_denied()))
+    }
+
     /// Applies the render in `rendered` to the running stack; says what changed, in sentences.
     pub async fn apply_render(&self, rendered: &std::path::Path) -> Result<Vec<String>> {
         let opts = super::LocalOptions { rendered: rendered.to_path_buf(), ..self.opts.clone() };
